@@ -1,0 +1,133 @@
+"""The app factory and process entry point shared by every model service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import uvicorn
+from fastapi import FastAPI
+from starlette.responses import Response
+
+from modelfleet.errors import ModelNotReady, error_response, install_error_handlers
+from modelfleet.logs import configure_logging
+from modelfleet.metrics import CONTENT_TYPE
+from modelfleet.middleware import RequestContextMiddleware
+from modelfleet.service import ModelService
+from modelfleet.settings import ServiceSettings, load_settings
+
+log = logging.getLogger("modelfleet.app")
+
+
+def json_response(
+    content: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """Serialise with orjson: faster than FastAPI's encoder on the hot path, and numpy-aware."""
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def add_operational_routes(
+    app: FastAPI, render_metrics: Callable[[], bytes], is_ready: Callable[[], bool]
+) -> None:
+    """``/health`` (liveness), ``/ready`` (readiness) and ``/metrics``."""
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/ready", include_in_schema=False)
+    async def ready() -> Response:
+        if is_ready():
+            return json_response({"status": "ready"})
+        return error_response(ModelNotReady("not ready", retry_after=5))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(render_metrics(), media_type=CONTENT_TYPE)
+
+
+def create_app(service: ModelService) -> FastAPI:
+    """Build the FastAPI app for one model service. Does no work until the lifespan runs."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Load in the background so /health answers (and /ready says 503) while the model loads.
+        task = asyncio.create_task(_start(service), name="model-load")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await service.stop()
+
+    app = FastAPI(
+        title=f"modelfleet {service.name}",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    add_operational_routes(app, service.metrics.render, lambda: service.ready)
+
+    @app.get("/v1/models", summary="List the served model")
+    async def list_models() -> Response:
+        return json_response({"object": "list", "data": service.model_cards()})
+
+    app.include_router(service.routes())
+    app.state.service = service
+    paths = [getattr(r, "path", "") for r in app.routes]
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=service.metrics,
+        routes=paths,
+        access_log_enabled=service.settings.access_log,
+    )
+    return app
+
+
+async def _start(service: ModelService) -> None:
+    try:
+        await service.start()
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        service.failed = f"model failed to load: {exc}"
+        log.exception("model failed to load; shutting down")
+        # A pod that can never become ready should restart, not sit unready forever.
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def run_server(app: FastAPI, settings: ServiceSettings, graceful_s: float = 30.0) -> None:
+    """Serve ``app`` with uvicorn on uvloop/httptools, logs already configured."""
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=int(graceful_s),
+        timeout_keep_alive=30,
+    )
+
+
+def serve(service_cls: type[ModelService], settings_cls: type[ServiceSettings]) -> None:
+    """``main()`` of a model service: settings from env, logging, app, uvicorn."""
+    settings = load_settings(settings_cls)
+    configure_logging(service_cls.name, settings.log_level, settings.log_json)
+    service = service_cls(settings)  # type: ignore[arg-type]
+    run_server(create_app(service), settings)

@@ -1,0 +1,173 @@
+"""Dynamic micro-batching for encoder models.
+
+Concurrent requests put their items in one bounded queue. A single collector task takes up to
+``max_batch_size`` items - waiting at most ``max_wait_ms`` for company when the model is idle,
+not at all when items piled up during the previous forward pass - and runs one forward pass in a
+dedicated worker thread, so the event loop keeps accepting requests meanwhile. Each caller gets
+its own results back in order.
+
+A full queue answers :class:`~modelfleet.errors.Overloaded` (429 with Retry-After); a request
+whose deadline passes answers :class:`~modelfleet.errors.DeadlineExceeded` (504), and its items
+that have not started are dropped rather than computed for nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from modelfleet.errors import DeadlineExceeded, Overloaded, ServiceUnavailable
+from modelfleet.metrics import Metrics
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+log = logging.getLogger("modelfleet.batching")
+
+
+@dataclass(slots=True)
+class _Item(Generic[T, R]):
+    value: T
+    future: asyncio.Future[R]
+    deadline: float = field(default=float("inf"))
+
+
+class MicroBatcher(Generic[T, R]):
+    """Group items from concurrent callers into forward passes of ``fn``.
+
+    ``fn`` receives a list of items and must return one result per item, in order. It runs in a
+    single worker thread: one forward pass at a time, which is what a CPU or one GPU wants.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[list[T]], Sequence[R]],
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_queue: int,
+        metrics: Metrics | None = None,
+        name: str = "batcher",
+    ) -> None:
+        self._fn = fn
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self._metrics = metrics
+        self._name = name
+        self._pending: collections.deque[_Item[T, R]] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        # Moving average of seconds per item, to give a truthful Retry-After when full.
+        self._sec_per_item = 0.01
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while self._pending:
+            item = self._pending.popleft()
+            if not item.future.done():
+                item.future.set_exception(ServiceUnavailable("service is shutting down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def depth(self) -> int:
+        return len(self._pending)
+
+    def run_sync(self, items: list[T]) -> Sequence[R]:
+        """Run ``fn`` directly (warm-up, offline use); bypasses the queue."""
+        return self._fn(items)
+
+    async def submit(self, values: Sequence[T], timeout: float | None = None) -> list[R]:
+        """Queue ``values`` and wait for their results, in order."""
+        if self._closed:
+            raise ServiceUnavailable("service is shutting down")
+        if len(self._pending) + len(values) > self.max_queue:
+            retry = max(1.0, len(self._pending) * self._sec_per_item)
+            raise Overloaded(
+                f"server is at capacity ({len(self._pending)} items queued); retry later",
+                retry_after=retry,
+            )
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout if timeout else float("inf")
+        items = [_Item[T, R](v, loop.create_future(), deadline) for v in values]
+        self._pending.extend(items)
+        self._set_depth()
+        self._wakeup.set()
+        futures = [it.future for it in items]
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*futures), timeout))
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"request did not complete within its {timeout:.1f}s deadline"
+            ) from None
+        finally:
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()
+
+    def _set_depth(self) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_depth.labels(self._metrics.service).set(len(self._pending))
+
+    def _take(self) -> list[_Item[T, R]]:
+        batch: list[_Item[T, R]] = []
+        now = time.monotonic()
+        while self._pending and len(batch) < self.max_batch_size:
+            item = self._pending.popleft()
+            if item.future.done():  # caller gone (deadline, disconnect)
+                continue
+            if item.deadline < now:
+                item.future.set_exception(DeadlineExceeded("request deadline passed in queue"))
+                continue
+            batch.append(item)
+        self._set_depth()
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                # Idle model: give concurrent callers a moment to join this batch.
+                if self.max_wait > 0 and len(self._pending) < self.max_batch_size:
+                    await asyncio.sleep(self.max_wait)
+            batch = self._take()
+            if not batch:
+                continue
+            if self._metrics is not None:
+                self._metrics.batch_size.labels(self._metrics.service).observe(len(batch))
+            start = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self._fn, [it.value for it in batch]
+                )
+            except Exception as exc:  # one bad batch must not stop the collector
+                log.exception("forward pass failed")
+                for it in batch:
+                    if not it.future.done():
+                        it.future.set_exception(exc)
+                continue
+            elapsed = time.perf_counter() - start
+            self._sec_per_item = 0.8 * self._sec_per_item + 0.2 * (elapsed / len(batch))
+            for it, res in zip(batch, results, strict=True):
+                if not it.future.done():
+                    it.future.set_result(res)

@@ -1,0 +1,205 @@
+"""One error model for the whole fleet.
+
+Every failure a client can see is one of these exceptions, mapped to HTTP in one place
+(:func:`install_error_handlers`) and rendered as the OpenAI error body
+``{"error": {"message", "type", "code", "param"}}``::
+
+    FleetError                      500 server_error
+    ├── InvalidRequest              400 invalid_request_error
+    │   ├── UnsupportedParameter    400 invalid_request_error  (code unsupported_parameter)
+    │   └── ContextLengthExceeded   400 invalid_request_error  (code context_length_exceeded)
+    ├── AuthenticationFailed        401 authentication_error
+    ├── NotFound                    404 not_found_error
+    ├── PayloadTooLarge             413 invalid_request_error
+    ├── RateLimited                 429 rate_limit_error       (Retry-After)
+    │   └── Overloaded              429 rate_limit_error       (queue full / in-flight cap)
+    ├── UpstreamError               502 upstream_error
+    ├── ServiceUnavailable          503 service_unavailable    (Retry-After)
+    │   └── ModelNotReady           503 service_unavailable
+    └── DeadlineExceeded            504 timeout_error
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+log = logging.getLogger("modelfleet.errors")
+
+
+class FleetError(Exception):
+    """Base of every client-visible error."""
+
+    status_code = 500
+    error_type = "server_error"
+    default_code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.error_type, self.code, self.param)
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after)))}
+
+
+class InvalidRequest(FleetError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class UnsupportedParameter(InvalidRequest):
+    default_code = "unsupported_parameter"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    default_code = "context_length_exceeded"
+
+
+class AuthenticationFailed(FleetError):
+    status_code = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class NotFound(FleetError):
+    status_code = 404
+    error_type = "not_found_error"
+
+
+class PayloadTooLarge(FleetError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "payload_too_large"
+
+
+class RateLimited(FleetError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+
+class Overloaded(RateLimited):
+    default_code = "overloaded"
+
+
+class UpstreamError(FleetError):
+    status_code = 502
+    error_type = "upstream_error"
+
+
+class ServiceUnavailable(FleetError):
+    status_code = 503
+    error_type = "service_unavailable"
+    default_code = "service_unavailable"
+
+
+class ModelNotReady(ServiceUnavailable):
+    default_code = "model_not_ready"
+
+
+class DeadlineExceeded(FleetError):
+    status_code = 504
+    error_type = "timeout_error"
+    default_code = "deadline_exceeded"
+
+
+def error_body(
+    message: str, error_type: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    """The OpenAI-shaped error body."""
+    return {"error": {"message": message, "type": error_type, "code": code, "param": param}}
+
+
+def error_response(exc: FleetError) -> Response:
+    return Response(
+        orjson.dumps(exc.body()),
+        status_code=exc.status_code,
+        media_type="application/json",
+        headers=exc.headers(),
+    )
+
+
+_HTTP_TYPES = {
+    400: InvalidRequest,
+    401: AuthenticationFailed,
+    404: NotFound,
+    405: InvalidRequest,
+    413: PayloadTooLarge,
+    429: RateLimited,
+    503: ServiceUnavailable,
+}
+
+
+def _loc_to_param(loc: Sequence[Any]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
+    """Turn pydantic validation errors into one readable message and the first bad param."""
+    msgs = []
+    first_param = None
+    for err in errors:
+        param = _loc_to_param(err.get("loc", ()))
+        first_param = first_param or param
+        msg = str(err.get("msg", "invalid value"))
+        if err.get("type") == "json_invalid":
+            msg = "request body is not valid JSON"
+        msgs.append(f"{param}: {msg}" if param else msg)
+    return "; ".join(msgs) or "invalid request", first_param
+
+
+async def _fleet_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FleetError)
+    if exc.status_code >= 500:
+        log.warning("request failed: %s", exc.message, extra={"status": exc.status_code})
+    return error_response(exc)
+
+
+async def _validation_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    message, param = validation_message(exc.errors())
+    return error_response(InvalidRequest(message, param=param))
+
+
+async def _http_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    cls = _HTTP_TYPES.get(exc.status_code, FleetError)
+    err = cls(str(exc.detail))
+    err.status_code = exc.status_code
+    return error_response(err)
+
+
+async def _unhandled_handler(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(FleetError("internal server error"))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the one mapping from exceptions to HTTP responses."""
+    app.add_exception_handler(FleetError, _fleet_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(Exception, _unhandled_handler)

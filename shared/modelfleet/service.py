@@ -1,0 +1,119 @@
+"""The base class of every model service (KServe's ``Model`` shape).
+
+A service says only what is specific to its model: how to ``load`` it, how to ``warmup``, which
+``routes`` it serves. Readiness, timing of the load, ``/v1/models``, the micro-batcher's life
+cycle, metrics and errors live here and in :mod:`modelfleet.app`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from fastapi import APIRouter
+
+from modelfleet.batching import MicroBatcher
+from modelfleet.errors import ModelNotReady
+from modelfleet.metrics import Metrics
+from modelfleet.settings import ModelServiceSettings
+
+log = logging.getLogger("modelfleet.service")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ModelService(abc.ABC):
+    """Owns one model, its batchers and its metrics; ``start``/``stop`` run in the lifespan."""
+
+    name: ClassVar[str]
+
+    def __init__(self, settings: ModelServiceSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics(self.name)
+        self.ready = False
+        self.failed: str | None = None
+        self.model_id = "unloaded"
+        self.model_revision = "unknown"
+        self.created = int(time.time())
+        self._batchers: list[MicroBatcher[Any, Any]] = []
+
+    # -- what subclasses implement -------------------------------------------------------
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load the model (runs in a worker thread). Set ``model_id`` and ``model_revision``."""
+
+    def warmup(self) -> None:  # noqa: B027 - optional hook
+        """Run a representative forward pass so the first request is not the slow one."""
+
+    @abc.abstractmethod
+    def routes(self) -> APIRouter:
+        """The service's API routes."""
+
+    def model_cards(self) -> list[dict[str, Any]]:
+        """Entries of ``GET /v1/models``."""
+        return [
+            {
+                "id": self.model_id,
+                "object": "model",
+                "created": self.created,
+                "owned_by": "modelfleet",
+                "service": self.name,
+                "revision": self.model_revision,
+                "ready": self.ready,
+            }
+        ]
+
+    async def on_stop(self) -> None:  # noqa: B027 - optional hook
+        """Release service-specific resources."""
+
+    # -- shared machinery ----------------------------------------------------------------
+    def batcher(
+        self, fn: Callable[[list[T]], Sequence[R]], name: str = "forward"
+    ) -> MicroBatcher[T, R]:
+        """A micro-batcher configured from settings; started and closed with the service."""
+        s = self.settings
+        b: MicroBatcher[T, R] = MicroBatcher(
+            fn,
+            max_batch_size=s.max_batch_size,
+            max_wait_ms=s.max_wait_ms,
+            max_queue=s.max_queue,
+            metrics=self.metrics,
+            name=f"{self.name}-{name}",
+        )
+        self._batchers.append(b)
+        return b
+
+    def ensure_ready(self) -> None:
+        if not self.ready:
+            raise ModelNotReady(
+                f"{self.name} is still loading its model" if not self.failed else self.failed,
+                retry_after=5,
+            )
+
+    async def start(self) -> None:
+        """Load and warm the model off the event loop, then start batchers and mark ready."""
+        if self.settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.settings.torch_threads)
+        t0 = time.perf_counter()
+        await asyncio.to_thread(self.load)
+        await asyncio.to_thread(self.warmup)
+        for b in self._batchers:
+            b.start()
+        elapsed = time.perf_counter() - t0
+        self.metrics.model_load.labels(self.name, self.model_id).set(elapsed)
+        self.metrics.model_info.labels(self.name, self.model_id, self.model_revision).set(1)
+        self.ready = True
+        log.info("model ready", extra={"model": self.model_id, "load_seconds": round(elapsed, 2)})
+
+    async def stop(self) -> None:
+        self.ready = False
+        for b in self._batchers:
+            await b.close()
+        await self.on_stop()

@@ -1,0 +1,70 @@
+"""Typed settings: one pydantic-settings class per service, built once in ``main()``.
+
+Each service subclasses :class:`ServiceSettings` (or :class:`ModelServiceSettings`) and sets its own
+env prefix, e.g. ``MODELFLEET_EMBEDDING_``. :func:`load_settings` turns a validation failure into
+one message that names the environment variables at fault.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every fleet process has."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELFLEET_", extra="ignore", frozen=True)
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: LogLevel = "info"
+    log_json: bool = True
+    access_log: bool = False
+    environment: Literal["development", "staging", "production"] = "development"
+
+
+class ModelServiceSettings(ServiceSettings):
+    """Settings of a model service: model source, device, batching and limits."""
+
+    model: str = Field(default="", description="HF model id or local directory; empty = packaged")
+    model_revision: str | None = None
+    device: Device = "auto"
+    dtype: DType = "auto"
+    cache_dir: Path = Path.home() / ".cache" / "modelfleet"
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    max_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+    max_queue: int = Field(default=1024, ge=1)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    max_input_items: int = Field(default=256, ge=1)
+    max_input_chars: int = Field(default=100_000, ge=1)
+    torch_threads: int = Field(default=0, ge=0, description="0 = torch default")
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def env_name(cls: type[BaseSettings], field: str) -> str:
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    return f"{prefix}{field}".upper()
+
+
+def load_settings(cls: type[S]) -> S:
+    """Build settings from the environment or exit(2) with a message naming each bad variable."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            lines.append(f"  {env_name(cls, field)}={err.get('input')!r}: {err['msg']}")
+        print(f"invalid configuration for {cls.__name__}:\n" + "\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
