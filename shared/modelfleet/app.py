@@ -74,6 +74,8 @@ def create_app(service: ModelService) -> FastAPI:
 
     app = FastAPI(
         title=f"modelfleet {service.name}",
+        # Accept JSON bodies whatever Content-Type says: curl -d and some clients omit it.
+        strict_content_type=False,
         version="0.1.0",
         lifespan=lifespan,
         docs_url="/docs",
@@ -86,9 +88,10 @@ def create_app(service: ModelService) -> FastAPI:
     async def list_models() -> Response:
         return json_response({"object": "list", "data": service.model_cards()})
 
-    app.include_router(service.routes())
+    router = service.routes()
+    app.include_router(router)
     app.state.service = service
-    paths = [getattr(r, "path", "") for r in app.routes]
+    paths = ["/v1/models", *(getattr(r, "path", "") for r in router.routes)]
     app.add_middleware(
         RequestContextMiddleware,
         metrics=service.metrics,

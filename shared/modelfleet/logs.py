@@ -61,5 +61,14 @@ def configure_logging(service: str, level: str = "info", json: bool = True) -> N
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
+    try:  # progress bars are not log lines
+        from huggingface_hub import disable_progress_bars
+        from transformers.utils import logging as hf_logging
+
+        disable_progress_bars()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    except ImportError:  # the gateway image has no transformers
+        pass
     for noisy in ("httpx", "httpcore", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -14,6 +14,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -27,6 +28,9 @@ TOKEN_LATENCY_BUCKETS = (
 )  # fmt: skip
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# The *_created series double the scrape size and no dashboard reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:

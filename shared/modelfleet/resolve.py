@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,12 +61,16 @@ class ModelSource:
 
 
 def resolve(
-    spec: str, *, packaged_dir: Path, packaged_name: str, revision: str | None = None
+    spec: str,
+    *,
+    packaged: Callable[[], Path],
+    packaged_name: str,
+    revision: str | None = None,
 ) -> ModelSource:
     """Resolve a MODEL setting: empty -> packaged default; an existing dir -> local; else hub id."""
     spec = spec.strip()
     if not spec:
-        return ModelSource(str(packaged_dir), packaged_name, local=True, revision=revision)
+        return ModelSource(str(packaged()), packaged_name, local=True, revision=revision)
     path = Path(spec).expanduser()
     if path.is_dir():
         return ModelSource(str(path.resolve()), path.name, local=True, revision=revision)

@@ -1,0 +1,1 @@
+"""The embedding service: OpenAI-compatible embeddings and semantic similarity (:3003)."""

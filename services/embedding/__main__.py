@@ -1,0 +1,3 @@
+from services.embedding.main import main
+
+main()

@@ -1,0 +1,81 @@
+"""A sentence-transformers encoder shared by the embedding and classification services."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from modelfleet.devices import pick_device, torch_dtype
+from modelfleet.resolve import ModelSource, weights_fingerprint
+
+log = logging.getLogger("modelfleet.encoder")
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """L2-normalised embeddings with the token count of each input before truncation."""
+
+    embeddings: FloatArray
+    tokens: list[int]
+    truncated: list[bool]
+
+
+class SentenceEncoder:
+    """Loads a sentence-transformers model and encodes batches of texts (thread-confined)."""
+
+    def __init__(self, source: ModelSource, device: str = "auto", dtype: str = "auto") -> None:
+        self.source = source
+        self.device = pick_device(device)
+        self.dtype = dtype
+        self.model: Any = None
+        self.max_tokens = 0
+        self.dimensions = 0
+        self.revision = source.revision or "unknown"
+
+    def load(self) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        kwargs: dict[str, Any] = {"device": self.device}
+        if self.source.local:
+            kwargs["local_files_only"] = True
+        if self.source.revision:
+            kwargs["revision"] = self.source.revision
+        dt = torch_dtype(self.dtype, self.device)
+        kwargs["model_kwargs"] = {"torch_dtype": dt}
+        self.model = SentenceTransformer(self.source.location, **kwargs)
+        self.model.eval()
+        self.max_tokens = int(self.model.max_seq_length)
+        self.dimensions = int(self.model.get_embedding_dimension())
+        if self.source.local and not self.source.revision:
+            self.revision = "sha256:" + weights_fingerprint(self.source.path)
+        log.info(
+            "encoder loaded",
+            extra={"model": self.source.name, "device": self.device, "dims": self.dimensions},
+        )
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        ids = self.model.tokenizer(texts, add_special_tokens=True, truncation=False,
+                                   verbose=False)["input_ids"]  # fmt: skip
+        return [len(x) for x in ids]
+
+    def encode(self, texts: list[str]) -> Encoded:
+        """One forward pass over ``texts`` (the caller sizes the batch)."""
+        tokens = self.count_tokens(texts)
+        emb = self.model.encode(
+            texts,
+            batch_size=max(1, len(texts)),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return Encoded(
+            np.asarray(emb, dtype=np.float32),
+            [min(t, self.max_tokens) for t in tokens],
+            [t > self.max_tokens for t in tokens],
+        )
