@@ -1,0 +1,200 @@
+{{/*
+Names, labels and small lookups shared by every template. All helpers carry the chart prefix.
+*/}}
+
+{{- define "modelfleet.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name prefix of every resource. Truncated to 40 characters so "<fullname>-classification"
+(15 more) stays inside the 63-character limit of names and labels.
+*/}}
+{{- define "modelfleet.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "modelfleet.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The name of one component's resources: (dict "root" $ "component" "llm"). */}}
+{{- define "modelfleet.componentName" -}}
+{{- printf "%s-%s" (include "modelfleet.fullname" .root) .component }}
+{{- end }}
+
+{{/*
+Selector labels: the immutable subset used by Deployment selectors, Services, HPAs, PDBs,
+NetworkPolicies and ServiceMonitors. Call with (dict "root" $ "component" "llm"); without a
+component they select every pod of the release.
+*/}}
+{{- define "modelfleet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "modelfleet.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* Full labels: selector labels plus the mutable ones. Same arguments as selectorLabels. */}}
+{{- define "modelfleet.labels" -}}
+helm.sh/chart: {{ include "modelfleet.chart" .root }}
+{{ include "modelfleet.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: modelfleet
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The model services, in port order. */}}
+{{- define "modelfleet.modelServices" -}}
+{{- toJson (list "llm" "embedding" "classification" "generation") }}
+{{- end }}
+
+{{/* Every fleet process the chart can deploy. */}}
+{{- define "modelfleet.services" -}}
+{{- toJson (list "gateway" "llm" "embedding" "classification" "generation") }}
+{{- end }}
+
+{{/* Fixed ports of the contract: the gateway on 8080, model services on 3002-3005. */}}
+{{- define "modelfleet.port" -}}
+{{- get (dict "gateway" 8080 "llm" 3002 "embedding" 3003 "classification" 3004 "generation" 3005) . }}
+{{- end }}
+
+{{/* Env prefix of a process: "llm" -> "MODELFLEET_LLM_". */}}
+{{- define "modelfleet.envPrefix" -}}
+{{- printf "MODELFLEET_%s_" (upper .) }}
+{{- end }}
+
+{{/* Decoder services export token and time-to-first-token metrics. */}}
+{{- define "modelfleet.isDecoder" -}}
+{{- if has . (list "llm" "generation") }}true{{ end }}
+{{- end }}
+
+{{/* Image reference: (dict "root" $ "image" .Values.llm.image). */}}
+{{- define "modelfleet.image" -}}
+{{- printf "%s:%s" .image.repository (.image.tag | default (printf "%s-%s" .root.Chart.AppVersion .image.variant)) }}
+{{- end }}
+
+{{/* The gateway's ServiceAccount name. */}}
+{{- define "modelfleet.gatewayServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- .Values.serviceAccount.name | default (include "modelfleet.componentName" (dict "root" . "component" "gateway")) }}
+{{- else }}
+{{- .Values.serviceAccount.name | default "default" }}
+{{- end }}
+{{- end }}
+
+{{/* Secret + key the Redis password lives in (built-in Redis). */}}
+{{- define "modelfleet.redisPasswordSecret" -}}
+{{- .Values.redis.auth.existingSecret | default (include "modelfleet.componentName" (dict "root" . "component" "redis")) }}
+{{- end }}
+
+{{- define "modelfleet.redisPasswordKey" -}}
+{{- if .Values.redis.auth.existingSecret }}{{ .Values.redis.auth.existingSecretPasswordKey }}{{ else }}redis-password{{ end }}
+{{- end }}
+
+{{/* True when the gateway has any Redis to talk to. */}}
+{{- define "modelfleet.redisConfigured" -}}
+{{- if or .Values.redis.enabled .Values.externalRedis.url .Values.externalRedis.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* Pod-level security context shared by every pod. */}}
+{{- define "modelfleet.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext }}
+{{- end }}
+
+{{/* Container-level security context shared by every container. */}}
+{{- define "modelfleet.containerSecurityContext" -}}
+{{- toYaml .Values.containerSecurityContext }}
+{{- end }}
+
+{{/*
+topologySpreadConstraints for one component: (dict "root" $ "component" "llm" "spread" .topologySpread).
+*/}}
+{{- define "modelfleet.topologySpread" -}}
+{{- if .spread.enabled -}}
+topologySpreadConstraints:
+  - maxSkew: {{ .spread.maxSkew }}
+    topologyKey: {{ .spread.topologyKey }}
+    whenUnsatisfiable: {{ .spread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "modelfleet.selectorLabels" (dict "root" .root "component" .component) | nindent 8 }}
+    matchLabelKeys:
+      - pod-template-hash
+{{- end }}
+{{- end }}
+
+{{/*
+HTTP probes, preStop and grace period. (dict "port" 3002 "probes" .probes)
+startup and liveness hit /health (200 once the process is up), readiness hits /ready (503 until the
+model is loaded and warmed).
+*/}}
+{{- define "modelfleet.probes" -}}
+startupProbe:
+  httpGet:
+    path: /health
+    port: http
+  periodSeconds: {{ .probes.startup.periodSeconds }}
+  failureThreshold: {{ .probes.startup.failureThreshold }}
+  timeoutSeconds: {{ .probes.startup.timeoutSeconds }}
+readinessProbe:
+  httpGet:
+    path: /ready
+    port: http
+  periodSeconds: {{ .probes.readiness.periodSeconds }}
+  failureThreshold: {{ .probes.readiness.failureThreshold }}
+  timeoutSeconds: {{ .probes.readiness.timeoutSeconds }}
+livenessProbe:
+  httpGet:
+    path: /health
+    port: http
+  periodSeconds: {{ .probes.liveness.periodSeconds }}
+  failureThreshold: {{ .probes.liveness.failureThreshold }}
+  timeoutSeconds: {{ .probes.liveness.timeoutSeconds }}
+{{- end }}
+
+{{/* Env entries every fleet process reads: (dict "root" $ "component" "llm"). */}}
+{{- define "modelfleet.commonEnv" -}}
+{{- $p := include "modelfleet.envPrefix" .component }}
+- name: {{ $p }}HOST
+  value: "0.0.0.0"
+- name: {{ $p }}PORT
+  value: {{ include "modelfleet.port" .component | quote }}
+- name: {{ $p }}LOG_LEVEL
+  value: {{ .root.Values.logLevel | quote }}
+- name: {{ $p }}LOG_JSON
+  value: {{ .root.Values.logJson | quote }}
+- name: {{ $p }}ENVIRONMENT
+  value: {{ .root.Values.environment | quote }}
+# The root filesystem is read-only: anything that writes under $HOME goes to /tmp.
+- name: HOME
+  value: /tmp
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+
+{{/* User env: a name->value map then raw entries. (dict "env" .env "extraEnv" .extraEnv) */}}
+{{- define "modelfleet.userEnv" -}}
+{{- range $k, $v := .env }}
+- name: {{ $k }}
+  value: {{ $v | toString | quote }}
+{{- end }}
+{{- with .extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,67 @@
+{{/*
+Cross-field checks the JSON schema cannot express. Every mistake is collected, then the render
+fails once with the whole list, so a user fixes their values in one pass.
+*/}}
+{{- define "modelfleet.validateValues" -}}
+{{- $errs := list }}
+{{- $v := .Values }}
+{{- if and $v.redis.enabled (or $v.externalRedis.url $v.externalRedis.existingSecret) }}
+{{- $errs = append $errs "redis.enabled and externalRedis are both set: set redis.enabled=false to use externalRedis" }}
+{{- end }}
+{{- if and (eq $v.environment "production") $v.gateway.enabled (not (or $v.gateway.apiKeys.keys $v.gateway.apiKeys.existingSecret)) }}
+{{- $errs = append $errs "environment=production needs gateway.apiKeys.existingSecret (or gateway.apiKeys.keys)" }}
+{{- end }}
+{{- if and $v.gateway.enabled (eq $v.gateway.discovery "kubernetes") (not $v.rbac.create) (not $v.serviceAccount.name) }}
+{{- $errs = append $errs "gateway.discovery=kubernetes with rbac.create=false needs serviceAccount.name of an account allowed to watch endpointslices" }}
+{{- end }}
+{{- range $name := include "modelfleet.services" . | fromJsonArray }}
+{{- $svc := get $v $name }}
+{{- if $svc.enabled }}
+{{- $as := $svc.autoscaling }}
+{{- if $as.enabled }}
+{{- if gt (int $as.minReplicas) (int $as.maxReplicas) }}
+{{- $errs = append $errs (printf "%s.autoscaling.minReplicas (%v) is above maxReplicas (%v)" $name $as.minReplicas $as.maxReplicas) }}
+{{- end }}
+{{- if and (eq (int $as.minReplicas) 0) (not $as.keda.enabled) }}
+{{- $errs = append $errs (printf "%s.autoscaling.minReplicas=0 (scale to zero) needs autoscaling.keda.enabled=true" $name) }}
+{{- end }}
+{{- if and $as.keda.enabled (not $as.keda.serverAddress) }}
+{{- $errs = append $errs (printf "%s.autoscaling.keda.enabled needs autoscaling.keda.serverAddress (the Prometheus URL KEDA queries)" $name) }}
+{{- end }}
+{{- if and (not $as.keda.enabled) (eq (int $as.targetCPUUtilizationPercentage) 0) (not $as.customMetric.enabled) }}
+{{- $errs = append $errs (printf "%s.autoscaling has no metric: set targetCPUUtilizationPercentage > 0 or customMetric.enabled=true" $name) }}
+{{- end }}
+{{- end }}
+{{- if and $svc.pdb.enabled (not (eq (toString $svc.pdb.minAvailable) "")) (not (eq (toString $svc.pdb.maxUnavailable) "")) }}
+{{- $errs = append $errs (printf "%s.pdb: set minAvailable or maxUnavailable, not both" $name) }}
+{{- end }}
+{{- if and $svc.pdb.enabled (eq (toString $svc.pdb.minAvailable) "") (eq (toString $svc.pdb.maxUnavailable) "") }}
+{{- $errs = append $errs (printf "%s.pdb.enabled needs minAvailable or maxUnavailable" $name) }}
+{{- end }}
+{{- if ne $name "gateway" }}
+{{- if and (eq $svc.model.source "pvc") (not $svc.model.pvc.claimName) }}
+{{- $errs = append $errs (printf "%s.model.source=pvc needs %s.model.pvc.claimName" $name $name) }}
+{{- end }}
+{{- if and (eq $svc.model.source "download") (not $svc.model.id) }}
+{{- $errs = append $errs (printf "%s.model.source=download needs %s.model.id (a Hugging Face id)" $name $name) }}
+{{- end }}
+{{- if $svc.gpu.enabled }}
+{{- if eq $svc.device "cpu" }}
+{{- $errs = append $errs (printf "%s.gpu.enabled with device=cpu would hold a GPU it never uses: set %s.device=cuda (or auto)" $name $name) }}
+{{- end }}
+{{- if ne $svc.image.variant "cuda" }}
+{{- $errs = append $errs (printf "%s.gpu.enabled needs the CUDA image: set %s.image.variant=cuda" $name $name) }}
+{{- end }}
+{{- else if eq $svc.device "cuda" }}
+{{- $errs = append $errs (printf "%s.device=cuda needs %s.gpu.enabled=true (no GPU is requested otherwise)" $name $name) }}
+{{- end }}
+{{- if and (eq $svc.quantize "int8") (not (include "modelfleet.isDecoder" $name)) }}
+{{- $errs = append $errs (printf "%s.quantize=int8 is only supported by the decoder services (llm, generation)" $name) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $errs }}
+{{- fail (printf "\n\nmodelfleet: invalid values:\n  - %s\n" (join "\n  - " $errs)) }}
+{{- end }}
+{{- end }}
