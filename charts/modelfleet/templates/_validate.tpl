@@ -14,6 +14,9 @@ fails once with the whole list, so a user fixes their values in one pass.
 {{- if and $v.gateway.enabled (eq $v.gateway.discovery "kubernetes") (not $v.rbac.create) (not $v.serviceAccount.name) }}
 {{- $errs = append $errs "gateway.discovery=kubernetes with rbac.create=false needs serviceAccount.name of an account allowed to watch endpointslices" }}
 {{- end }}
+{{- if and $v.networkPolicy.enabled (not $v.gateway.enabled) (not $v.networkPolicy.modelClientsFrom) }}
+{{- $errs = append $errs "gateway.enabled=false with networkPolicy.enabled=true leaves the model services reachable by nobody: list their clients in networkPolicy.modelClientsFrom" }}
+{{- end }}
 {{- range $name := include "modelfleet.services" . | fromJsonArray }}
 {{- $svc := get $v $name }}
 {{- if $svc.enabled }}
