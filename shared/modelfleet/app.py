@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.responses import Response
 
-from modelfleet.errors import ModelNotReady, error_response, install_error_handlers
+from modelfleet.errors import FleetError, ModelNotReady, error_response, install_error_handlers
 from modelfleet.logs import configure_logging
 from modelfleet.metrics import CONTENT_TYPE
 from modelfleet.middleware import RequestContextMiddleware
@@ -132,5 +133,9 @@ def serve(service_cls: type[ModelService], settings_cls: type[ServiceSettings]) 
     """``main()`` of a model service: settings from env, logging, app, uvicorn."""
     settings = load_settings(settings_cls)
     configure_logging(service_cls.name, settings.log_level, settings.log_json)
-    service = service_cls(settings)  # type: ignore[arg-type]
+    try:
+        service = service_cls(settings)  # type: ignore[arg-type]
+    except FleetError as exc:
+        print(f"{service_cls.name}: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
     run_server(create_app(service), settings)

@@ -1,0 +1,1 @@
+"""The classification service: intent recognition, sentiment, custom labels (:3004)."""

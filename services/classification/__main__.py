@@ -1,0 +1,3 @@
+from services.classification.main import main
+
+main()

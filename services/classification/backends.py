@@ -1,0 +1,201 @@
+"""Two classifier backends behind one interface.
+
+- :class:`EmbeddingBackend`: the packaged (or any sentence-transformers) embedding model with
+  :class:`~services.classification.embedding_classifier.EmbeddingClassifier`: built-in tasks from
+  shipped labelled examples, custom labels zero-shot.
+- :class:`SequenceClassificationBackend`: any Hugging Face ``*ForSequenceClassification``
+  checkpoint; its labels come from the model config and it serves one task.
+
+Both run in the micro-batcher's worker thread: :meth:`classify_batch` gets many requests' texts
+at once and does one forward pass for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from modelfleet.devices import pick_device, torch_dtype
+from modelfleet.encoder import SentenceEncoder
+from modelfleet.errors import InvalidRequest
+from modelfleet.resolve import ModelSource, weights_fingerprint
+
+Labels = tuple[str, ...] | tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifyItem:
+    text: str
+    task: str | None
+    labels: Labels | None
+    top_k: int | None
+
+    @property
+    def group(self) -> tuple[str | None, Labels | None, int | None]:
+        return (self.task, self.labels, self.top_k)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifyResult:
+    labels: list[tuple[str, float]]
+    tokens: int
+    truncated: bool
+
+
+class ClassifierBackend(Protocol):
+    kind: str
+    revision: str
+
+    def load(self) -> None: ...
+    def tasks(self) -> dict[str, dict[str, str]]: ...
+    def validate(self, task: str | None, labels: Labels | None) -> None: ...
+    def classify_batch(self, items: list[ClassifyItem]) -> list[ClassifyResult]: ...
+
+
+def is_sequence_classifier(source: ModelSource) -> bool:
+    """True when a local checkpoint's config names a ``*ForSequenceClassification`` head."""
+    cfg = source.path / "config.json"
+    if not source.local or not cfg.exists():
+        return False
+    archs = json.loads(cfg.read_text()).get("architectures") or []
+    return any(str(a).endswith("ForSequenceClassification") for a in archs)
+
+
+def _groups(items: list[ClassifyItem]) -> dict[Any, list[int]]:
+    groups: dict[Any, list[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault(it.group, []).append(i)
+    return groups
+
+
+class EmbeddingBackend:
+    kind = "embedding"
+
+    def __init__(self, source: ModelSource, device: str, dtype: str, tasks_dir: Path | None
+                 ) -> None:  # fmt: skip
+        self.encoder = SentenceEncoder(source, device, dtype)
+        self.tasks_dir = tasks_dir
+        self.revision = "unknown"
+        self.classifier: Any = None
+
+    def load(self) -> None:
+        from services.classification.embedding_classifier import EmbeddingClassifier
+
+        self.encoder.load()
+        self.revision = self.encoder.revision
+
+        def encode(texts: list[str]) -> np.ndarray:
+            return self.encoder.encode(texts).embeddings
+
+        kwargs = {"tasks_dir": self.tasks_dir} if self.tasks_dir else {}
+        self.classifier = EmbeddingClassifier(encode, **kwargs)
+        self.classifier.prepare()
+
+    def tasks(self) -> dict[str, dict[str, str]]:
+        result: dict[str, dict[str, str]] = self.classifier.tasks()
+        return result
+
+    def validate(self, task: str | None, labels: Labels | None) -> None:
+        if task is None and labels is None:
+            raise InvalidRequest(
+                f"give `task` (one of {sorted(self.tasks())}) or custom `labels`", param="task"
+            )
+        if task is not None and task not in self.tasks():
+            raise InvalidRequest(
+                f"unknown task {task!r}; built-in tasks: {sorted(self.tasks())}", param="task"
+            )
+
+    def classify_batch(self, items: list[ClassifyItem]) -> list[ClassifyResult]:
+        enc = self.encoder.encode([it.text for it in items])
+        out: list[ClassifyResult | None] = [None] * len(items)
+        for (task, labels, top_k), idx in _groups(items).items():
+            label_arg: list[str] | dict[str, str] | None = None
+            if labels is not None:
+                label_arg = (
+                    dict(labels) if labels and isinstance(labels[0], tuple) else list(labels)
+                )
+            ranked = self.classifier.classify(
+                enc.embeddings[idx], task=task, labels=label_arg, top_k=top_k
+            )
+            for i, r in zip(idx, ranked, strict=True):
+                out[i] = ClassifyResult(
+                    [(str(lbl), float(s)) for lbl, s in r], enc.tokens[i], enc.truncated[i]
+                )
+        return [r for r in out if r is not None]
+
+
+class SequenceClassificationBackend:
+    kind = "sequence-classification"
+
+    def __init__(self, source: ModelSource, device: str, dtype: str) -> None:
+        self.source = source
+        self.device = pick_device(device)
+        self.dtype = dtype
+        self.revision = source.revision or "unknown"
+        self.task_name = "default"
+        self.id2label: dict[int, str] = {}
+        self.max_tokens = 512
+        self.model: Any = None
+        self.tokenizer: Any = None
+
+    def load(self) -> None:
+        import torch  # noqa: F401 - fail early with a clear import error
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        kw: dict[str, Any] = {"local_files_only": self.source.local}
+        if self.source.revision:
+            kw["revision"] = self.source.revision
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source.location, **kw)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            self.source.location, dtype=torch_dtype(self.dtype, self.device), **kw
+        ).to(self.device)
+        self.model.eval()
+        cfg = self.model.config
+        self.id2label = {int(k): str(v) for k, v in cfg.id2label.items()}
+        self.task_name = str(getattr(cfg, "finetuning_task", None) or "default")
+        limit = getattr(self.tokenizer, "model_max_length", 512) or 512
+        self.max_tokens = int(min(limit, getattr(cfg, "max_position_embeddings", limit)))
+        if self.source.local and not self.source.revision:
+            self.revision = "sha256:" + weights_fingerprint(self.source.path)
+
+    def tasks(self) -> dict[str, dict[str, str]]:
+        return {self.task_name: {lbl: lbl for lbl in self.id2label.values()}}
+
+    def validate(self, task: str | None, labels: Labels | None) -> None:
+        if labels is not None:
+            raise InvalidRequest(
+                "this classification model has a fixed label set; custom `labels` need the "
+                "embedding backend",
+                param="labels",
+            )
+        if task is not None and task != self.task_name:
+            raise InvalidRequest(
+                f"unknown task {task!r}; this model serves {self.task_name!r}", param="task"
+            )
+
+    def classify_batch(self, items: list[ClassifyItem]) -> list[ClassifyResult]:
+        import torch
+
+        texts = [it.text for it in items]
+        full = self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
+        feats = self.tokenizer(
+            texts, truncation=True, max_length=self.max_tokens, padding=True,
+            return_tensors="pt",
+        ).to(self.device)  # fmt: skip
+        with torch.inference_mode():
+            probs = torch.softmax(self.model(**feats).logits.float(), dim=-1).cpu().numpy()
+        out = []
+        for it, p, ids in zip(items, probs, full, strict=True):
+            order = np.argsort(-p)[: it.top_k] if it.top_k else np.argsort(-p)
+            out.append(
+                ClassifyResult(
+                    [(self.id2label[int(j)], float(p[j])) for j in order],
+                    min(len(ids), self.max_tokens),
+                    len(ids) > self.max_tokens,
+                )
+            )
+        return out

@@ -1,0 +1,145 @@
+"""Classification service: ``POST /v1/classify`` and ``GET /v1/classify/tasks``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from modelfleet.app import json_response
+from modelfleet.errors import InvalidRequest, PayloadTooLarge
+from modelfleet.resolve import PACKAGED_EMBEDDING, packaged_embedding_dir, resolve
+from modelfleet.service import ModelService
+from services.classification.backends import (
+    ClassifierBackend,
+    ClassifyItem,
+    ClassifyResult,
+    EmbeddingBackend,
+    Labels,
+    SequenceClassificationBackend,
+    is_sequence_classifier,
+)
+from services.classification.schemas import ClassifyRequest
+from services.classification.settings import ClassificationSettings
+
+ROUTE = "/v1/classify"
+
+
+class ClassificationService(ModelService):
+    name = "classification"
+    settings: ClassificationSettings
+
+    def __init__(self, settings: ClassificationSettings) -> None:
+        super().__init__(settings)
+        source = resolve(
+            settings.model,
+            packaged=packaged_embedding_dir,
+            packaged_name=PACKAGED_EMBEDDING,
+            revision=settings.model_revision,
+        )
+        kind = settings.backend
+        if kind == "auto":
+            kind = "sequence-classification" if is_sequence_classifier(source) else "embedding"
+        self.backend: ClassifierBackend
+        if kind == "sequence-classification":
+            self.backend = SequenceClassificationBackend(source, settings.device, settings.dtype)
+        else:
+            self.backend = EmbeddingBackend(
+                source, settings.device, settings.dtype, settings.tasks_dir
+            )
+        self.model_id = source.name
+        self.forward = self.batcher(self.backend.classify_batch)
+
+    def load(self) -> None:
+        self.backend.load()
+        self.model_revision = self.backend.revision
+
+    def warmup(self) -> None:
+        task = next(iter(self.backend.tasks()), None)
+        self.backend.classify_batch([ClassifyItem("warm up", task, None, None)] * 4)
+
+    def model_cards(self) -> list[dict[str, Any]]:
+        cards = super().model_cards()
+        cards[0]["backend"] = self.backend.kind
+        return cards
+
+    def _labels(self, body: ClassifyRequest) -> Labels | None:
+        if body.labels is None:
+            return None
+        if body.task is not None:
+            raise InvalidRequest("give either `task` or `labels`, not both", param="labels")
+        names = list(body.labels)
+        if len(names) < 2:
+            raise InvalidRequest("`labels` needs at least two labels", param="labels")
+        if len(names) > self.settings.max_labels:
+            raise InvalidRequest(
+                f"too many labels: {len(names)} > {self.settings.max_labels}", param="labels"
+            )
+        if len({n.strip().lower() for n in names}) != len(names):
+            raise InvalidRequest("`labels` contains duplicates", param="labels")
+        if isinstance(body.labels, dict):
+            return tuple(body.labels.items())
+        return tuple(body.labels)
+
+    async def classify(self, body: ClassifyRequest) -> list[ClassifyResult]:
+        self.ensure_ready()
+        s = self.settings
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        if len(texts) > s.max_input_items:
+            raise InvalidRequest(
+                f"too many inputs: {len(texts)} > {s.max_input_items}", param="input"
+            )
+        for i, t in enumerate(texts):
+            if len(t) > s.max_input_chars:
+                raise PayloadTooLarge(
+                    f"input[{i}] has {len(t)} characters, over the {s.max_input_chars} limit",
+                    param="input",
+                )
+        labels = self._labels(body)
+        self.backend.validate(body.task, labels)
+        items = [ClassifyItem(t, body.task, labels, body.top_k) for t in texts]
+        results = await self.forward.submit(items, timeout=s.request_timeout_s)
+        self.metrics.input_tokens.labels(self.name, ROUTE).inc(sum(r.tokens for r in results))
+        return results
+
+    def routes(self) -> APIRouter:
+        router = APIRouter(tags=["classification"])
+
+        @router.post(ROUTE, summary="Classify texts: sentiment, intent or custom labels")
+        async def classify(body: ClassifyRequest) -> Response:
+            results = await self.classify(body)
+            data = []
+            for i, r in enumerate(results):
+                item: dict[str, Any] = {
+                    "index": i,
+                    "labels": [{"label": lbl, "score": score} for lbl, score in r.labels],
+                }
+                if r.truncated:
+                    item["truncated"] = True
+                data.append(item)
+            tokens = sum(r.tokens for r in results)
+            return json_response(
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": self.model_id,
+                    "task": body.task or "custom",
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                }
+            )
+
+        @router.get(f"{ROUTE}/tasks", summary="Built-in tasks and their labels")
+        async def tasks() -> Response:
+            self.ensure_ready()
+            return json_response(
+                {
+                    "object": "list",
+                    "data": [
+                        {"task": name, "labels": labels}
+                        for name, labels in self.backend.tasks().items()
+                    ],
+                }
+            )
+
+        return router

@@ -1,0 +1,104 @@
+"""The micro-batcher with a real worker thread: grouping, order, back-pressure, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from modelfleet.batching import MicroBatcher
+from modelfleet.errors import DeadlineExceeded, Overloaded
+from modelfleet.metrics import Metrics
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_concurrent_callers_share_forward_passes_and_keep_order() -> None:
+    sizes: list[int] = []
+
+    def fn(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        time.sleep(0.01)
+        return [x * 10 for x in items]
+
+    async def main() -> list[list[int]]:
+        b = MicroBatcher(fn, max_batch_size=16, max_wait_ms=5, max_queue=100,
+                         metrics=Metrics("t"))  # fmt: skip
+        b.start()
+        try:
+            return await asyncio.gather(*(b.submit([i, i + 100]) for i in range(20)))
+        finally:
+            await b.close()
+
+    results = run(main())
+    assert results == [[i * 10, (i + 100) * 10] for i in range(20)]
+    assert max(sizes) <= 16 and len(sizes) < 20  # batched, capped
+
+
+def test_full_queue_answers_overloaded_with_retry_after() -> None:
+    release = threading.Event()
+
+    def fn(items: list[int]) -> list[int]:
+        release.wait(5)
+        return items
+
+    async def main() -> None:
+        b = MicroBatcher(fn, max_batch_size=2, max_wait_ms=0, max_queue=4)
+        b.start()
+        first = asyncio.ensure_future(b.submit([1, 2]))
+        await asyncio.sleep(0.05)  # the worker holds [1, 2]
+        queued = asyncio.ensure_future(b.submit([3, 4, 5, 6]))
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded) as exc:
+            await b.submit([7])
+        assert exc.value.status_code == 429 and exc.value.headers()["Retry-After"]
+        release.set()
+        assert await first == [1, 2] and await queued == [3, 4, 5, 6]
+        await b.close()
+
+    run(main())
+
+
+def test_deadline_answers_504_and_drops_unstarted_items() -> None:
+    calls: list[list[int]] = []
+
+    def fn(items: list[int]) -> list[int]:
+        calls.append(items)
+        time.sleep(0.3)
+        return items
+
+    async def main() -> None:
+        b = MicroBatcher(fn, max_batch_size=1, max_wait_ms=0, max_queue=10)
+        b.start()
+        slow = asyncio.ensure_future(b.submit([1]))
+        await asyncio.sleep(0.02)
+        with pytest.raises(DeadlineExceeded) as exc:
+            await b.submit([2], timeout=0.1)
+        assert exc.value.status_code == 504
+        assert await slow == [1]
+        await asyncio.sleep(0.1)
+        await b.close()
+
+    run(main())
+    assert [2] not in calls  # expired before it started: never computed
+
+
+def test_a_failing_batch_fails_its_callers_only() -> None:
+    def fn(items: list[int]) -> list[int]:
+        if 13 in items:
+            raise ValueError("unlucky")
+        return items
+
+    async def main() -> None:
+        b = MicroBatcher(fn, max_batch_size=1, max_wait_ms=0, max_queue=10)
+        b.start()
+        with pytest.raises(ValueError):
+            await b.submit([13])
+        assert await b.submit([7]) == [7]
+        await b.close()
+
+    run(main())
