@@ -92,6 +92,9 @@ def test_every_container_is_bounded_probed_and_locked_down(scenario: str) -> Non
                 for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                     assert probe in c, f"{label}: no {probe}"
                 assert c["readinessProbe"]["httpGet"]["path"] == "/ready", label
+                # A model service's startup budget is its model-loading budget.
+                startup = "/health" if c["name"] == "gateway" else "/ready"
+                assert c["startupProbe"]["httpGet"]["path"] == startup, label
                 assert c["livenessProbe"]["httpGet"]["path"] == "/health", label
                 assert c["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep", label
             if where.startswith("StatefulSet/"):

@@ -138,14 +138,15 @@ topologySpreadConstraints:
 {{- end }}
 
 {{/*
-HTTP probes, preStop and grace period. (dict "port" 3002 "probes" .probes)
-startup and liveness hit /health (200 once the process is up), readiness hits /ready (503 until the
-model is loaded and warmed).
+HTTP probes: (dict "probes" .probes "startupPath" "/ready").
+Model services answer /health as soon as the process is up and /ready (503 before) once the model
+is loaded and warmed, so their startupProbe polls /ready: its budget is the model-loading budget,
+and liveness (/health) only starts once loading is over. The gateway has no model: /health.
 */}}
 {{- define "modelfleet.probes" -}}
 startupProbe:
   httpGet:
-    path: /health
+    path: {{ .startupPath }}
     port: http
   periodSeconds: {{ .probes.startup.periodSeconds }}
   failureThreshold: {{ .probes.startup.failureThreshold }}
