@@ -18,6 +18,7 @@ from fastapi import APIRouter
 
 from modelfleet.batching import MicroBatcher
 from modelfleet.errors import ModelNotReady
+from modelfleet.gpu import GpuCollector
 from modelfleet.metrics import Metrics
 from modelfleet.settings import ModelServiceSettings
 
@@ -35,6 +36,7 @@ class ModelService(abc.ABC):
     def __init__(self, settings: ModelServiceSettings) -> None:
         self.settings = settings
         self.metrics = Metrics(self.name)
+        self.metrics.registry.register(GpuCollector(self.name))
         self.ready = False
         self.failed: str | None = None
         self.model_id = "unloaded"
