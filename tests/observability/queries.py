@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "charts" / "modelfleet"
 DASHBOARD_DIR = CHART_DIR / "dashboards"
 RULES_FILE = CHART_DIR / "files" / "alerts.rules.yaml"
+ADAPTER_FILE = CHART_DIR / "files" / "prometheus-adapter-rules.yaml"
 
 # The metric schema of the contract (histograms as their base name).
 COMMON_METRICS = frozenset({
@@ -132,4 +133,25 @@ def alert_queries() -> list[Query]:
         signal = _THRESHOLD.sub("", expr)
         assert signal != expr, f"alert {rule['alert']} does not end in a threshold comparison"
         queries.append(Query(f"alert {rule['alert']}", expr, signal))
+    return queries
+
+
+def adapter_rules() -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = yaml.safe_load(ADAPTER_FILE.read_text())["rules"]["custom"]
+    return rules
+
+
+def adapter_queries(namespace: str) -> list[Query]:
+    """prometheus-adapter's metricsQuery of each rule, as the adapter expands it for one HPA:
+    every pod of a namespace, grouped by pod."""
+    queries = []
+    for rule in adapter_rules():
+        metric = rule["name"]["as"]
+        promql = (
+            rule["metricsQuery"]
+            .replace("<<.Series>>", metric)
+            .replace("<<.LabelMatchers>>", f'namespace="{namespace}",pod=~".+"')
+            .replace("<<.GroupBy>>", "pod")
+        )
+        queries.append(Query(f"prometheus-adapter {metric}", rule["metricsQuery"], promql))
     return queries

@@ -6,6 +6,8 @@ drives traffic through them, then sends each query to Prometheus' HTTP API. The 
 mirrors the chart's ServiceMonitors (honor_labels, plus the namespace/pod target labels the
 Prometheus Operator attaches), so the queries are evaluated as they will be in a cluster.
 
+The same goes for the autoscaling signals: prometheus-adapter's rules and the KEDA triggers.
+
 GPU metrics exist only on a GPU node: their panels and alert are checked to parse (status
 "success") and return no series here. Queries on the metrics of a service that is not in the
 tree yet (the gateway, the decoders while they are being written) are skipped with that reason.
@@ -27,10 +29,12 @@ import httpx
 import pytest
 import yaml
 
+from tests.charts.helm import render
 from tests.observability.queries import (
     DECODER_METRICS,
     GATEWAY_METRICS,
     Query,
+    adapter_queries,
     alert_queries,
     dashboard_queries,
     variable_queries,
@@ -280,8 +284,23 @@ def _check(query: Query, fleet: Fleet, prometheus: str) -> None:
     assert series, f"{query.source} returned no series:\n{query.promql}"
 
 
+def _keda_queries() -> list[Query]:
+    """The Prometheus queries of the ScaledObjects the chart renders (ci/keda-values.yaml)."""
+    out = render("ci/keda-values.yaml", fullnameOverride="mf")
+    queries = []
+    for so in out.kinds("ScaledObject"):
+        for trigger in so["spec"]["triggers"]:
+            if trigger["type"] == "prometheus":
+                q = trigger["metadata"]["query"].replace(
+                    'namespace="fleet"', f'namespace="{NAMESPACE}"'
+                )
+                queries.append(Query(f"keda {so['metadata']['name']}", q, q))
+    return queries
+
+
 DASHBOARD_QUERIES = dashboard_queries(RATE_INTERVAL)
 ALERT_QUERIES = alert_queries()
+AUTOSCALING_QUERIES = [*adapter_queries(NAMESPACE), *_keda_queries()]
 
 
 @pytest.mark.parametrize("query", DASHBOARD_QUERIES, ids=[q.source for q in DASHBOARD_QUERIES])
@@ -296,6 +315,12 @@ def test_alert_signal_returns_series(query: Query, fleet: Fleet, scraped: str) -
     # is not asserted: a cold CPU box can well be over 200 ms).
     body = _query(scraped, query.expr)
     assert body["status"] == "success", f"{query.source}: {body.get('error')}"
+
+
+@pytest.mark.parametrize("query", AUTOSCALING_QUERIES, ids=[q.source for q in AUTOSCALING_QUERIES])
+def test_autoscaling_query_returns_series(query: Query, fleet: Fleet, scraped: str) -> None:
+    """What prometheus-adapter and KEDA will ask Prometheus for, per pod / per service."""
+    _check(query, fleet, scraped)
 
 
 @pytest.mark.parametrize(("uid", "metric", "label"), variable_queries())

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.charts.helm import SCENARIOS, render_scenario
 from tests.observability.queries import (
     CONTRACT_METRICS,
     DECODER_METRICS,
     GATEWAY_METRICS,
     GPU_METRICS,
     RULES_FILE,
+    adapter_rules,
     alert_queries,
     alert_rules,
     dashboard_queries,
@@ -111,6 +113,19 @@ def test_dashboards_cover_what_the_issue_lists() -> None:
     } <= detail
     assert reads("gpu.json") == GPU_METRICS
     assert detail >= DECODER_METRICS and overview >= GATEWAY_METRICS
+
+
+def test_every_hpa_custom_metric_is_served_by_the_adapter_rules() -> None:
+    served = {rule["name"]["as"] for rule in adapter_rules()}
+    assert served <= CONTRACT_METRICS
+    for rule in adapter_rules():
+        assert metric_names(rule["seriesQuery"]) == {rule["name"]["as"]}
+    for scenario in SCENARIOS:
+        for hpa in render_scenario(scenario).kinds("HorizontalPodAutoscaler"):
+            for metric in hpa["spec"]["metrics"]:
+                if metric["type"] == "Pods":
+                    name = metric["pods"]["metric"]["name"]
+                    assert name in served, f"{scenario}: HPA metric {name} has no adapter rule"
 
 
 def test_every_alert_has_a_strippable_threshold_and_documentation() -> None:
