@@ -169,7 +169,7 @@ livenessProbe:
 
 {{/* Env entries every fleet process reads: (dict "root" $ "component" "llm"). */}}
 {{- define "modelfleet.commonEnv" -}}
-{{- $p := include "modelfleet.envPrefix" .component }}
+{{- $p := include "modelfleet.envPrefix" .component -}}
 - name: {{ $p }}HOST
   value: "0.0.0.0"
 - name: {{ $p }}PORT
