@@ -104,7 +104,8 @@ def test_each_service_can_be_switched_off() -> None:
         if name != "gateway":
             gw = out.get("Deployment", component_name("gateway"))["spec"]["template"]["spec"]
             env = env_of(gw["containers"][0])
-            assert f"MODELFLEET_GATEWAY_{name.upper()}_SERVICE" not in env
+            # Empty, not absent: the gateway's default would point at a replica that isn't there.
+            assert env[f"MODELFLEET_GATEWAY_{name.upper()}_SERVICE"] == ""
 
 
 def test_gateway_kubernetes_discovery_env_and_rbac() -> None:
@@ -144,6 +145,14 @@ def test_gateway_static_discovery_gets_service_urls_and_no_rbac() -> None:
     )
     assert not out.kinds("Role") and not out.kinds("RoleBinding")
     assert gw["automountServiceAccountToken"] is False
+    assert env["MODELFLEET_GATEWAY_SHUTDOWN_GRACE_S"] == "50"  # 60 s grace - 5 s preStop - 5
+
+
+def test_gateway_without_redis_runs_without_cache() -> None:
+    gw = render("ci/minimal-values.yaml").get("Deployment", component_name("gateway"))
+    env = env_of(gw["spec"]["template"]["spec"]["containers"][0])
+    assert env["MODELFLEET_GATEWAY_REDIS_URL"] == ""
+    assert "no Redis is configured" in render("ci/minimal-values.yaml").notes
 
 
 def test_secrets_hold_api_keys_and_redis_password() -> None:
