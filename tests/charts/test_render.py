@@ -183,6 +183,11 @@ def test_production_refuses_a_gateway_without_api_keys() -> None:
     values["gateway"]["apiKeys"] = {"keys": [], "existingSecret": ""}
     with pytest.raises(helm_python.HelmError, match=r"gateway\.apiKeys"):
         render_values(values)
+    values["gateway"]["apiKeys"] = {"keys": ["short"], "existingSecret": ""}
+    with pytest.raises(helm_python.HelmError, match="shorter than 16 characters"):
+        render_values(values)
+    values["gateway"]["apiKeys"] = {"keys": ["a-long-enough-production-key"], "existingSecret": ""}
+    assert render_values(values).get("Secret", component_name("gateway"))
 
 
 def test_validate_values_reports_every_mistake_at_once() -> None:

@@ -11,6 +11,13 @@ fails once with the whole list, so a user fixes their values in one pass.
 {{- if and (eq $v.environment "production") $v.gateway.enabled (not (or $v.gateway.apiKeys.keys $v.gateway.apiKeys.existingSecret)) }}
 {{- $errs = append $errs "environment=production needs gateway.apiKeys.existingSecret (or gateway.apiKeys.keys)" }}
 {{- end }}
+{{- if eq $v.environment "production" }}
+{{- range $v.gateway.apiKeys.keys }}
+{{- if lt (len .) 16 }}
+{{- $errs = append $errs "gateway.apiKeys.keys: the gateway refuses keys shorter than 16 characters in production" }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and $v.gateway.enabled (eq $v.gateway.discovery "kubernetes") (not $v.rbac.create) (not $v.serviceAccount.name) }}
 {{- $errs = append $errs "gateway.discovery=kubernetes with rbac.create=false needs serviceAccount.name of an account allowed to watch endpointslices" }}
 {{- end }}
