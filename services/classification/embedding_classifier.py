@@ -316,6 +316,8 @@ class EmbeddingClassifier:
 
         Idempotent; :meth:`classify` calls it on first use if the service did not.
         """
+        if self._prepared:
+            return
         with self._prepare_lock:
             if self._prepared:
                 return
@@ -408,12 +410,6 @@ class EmbeddingClassifier:
         x = np.asarray(embeddings)
         if x.ndim != 2:
             raise ValueError(f"embeddings must be a 2-D array (n, d), got shape {x.shape}")
-        if self.dimensions is None and self._prepared and self.heads:
-            self.dimensions = next(iter(self.heads.values())).weights.shape[0]
-        if self.dimensions is not None and x.shape[0] and x.shape[1] != self.dimensions:
-            raise ValueError(
-                f"embeddings have {x.shape[1]} dimensions, the classifier expects {self.dimensions}"
-            )
         if x.shape[0] == 0:
             return []
         x = _normalise(x)
@@ -421,10 +417,12 @@ class EmbeddingClassifier:
             self.prepare()
             head = self.heads[task]
             names: tuple[str, ...] = head.labels
+            self._check_dimensions(x, head.weights.shape[0])
             probs = softmax(head.logits(x))
         else:
             assert labels is not None
             names, matrix = self._label_matrix(labels)
+            self._check_dimensions(x, matrix.shape[1])
             probs = softmax((x @ matrix.T) / self.zero_shot_temperature)
         k = len(names) if top_k is None else min(int(top_k), len(names))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
@@ -445,6 +443,14 @@ class EmbeddingClassifier:
         return self.classify(self._encode_texts(texts), task=task, labels=labels, top_k=top_k)
 
     # -- internals -------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_dimensions(x: np.ndarray, expected: int) -> None:
+        if x.shape[1] != expected:
+            raise ValueError(
+                f"embeddings have {x.shape[1]} dimensions, the classifier expects {expected} "
+                "(embed the texts with the classifier's encoder)"
+            )
 
     def _encode_texts(self, texts: list[str]) -> npt.NDArray[np.float64]:
         out = np.asarray(self._encode(list(texts)))
