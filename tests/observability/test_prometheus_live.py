@@ -99,7 +99,8 @@ def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
         env = {
             "API_KEYS": API_KEY,
             "DISCOVERY": "static",
-            **{f"{n.upper()}_URLS": procs[n].url for n in procs},
+            # An absent service gets an empty pool, not the default localhost port.
+            **{f"{n.upper()}_URLS": procs[n].url if n in procs else "" for n in MODEL_SERVICES},
         }
         if redis is not None:
             env["REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0"
