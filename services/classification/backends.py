@@ -65,6 +65,14 @@ def is_sequence_classifier(source: ModelSource) -> bool:
     return any(str(a).endswith("ForSequenceClassification") for a in archs)
 
 
+def _label_arg(labels: Labels | None) -> list[str] | dict[str, str] | None:
+    if labels is None:
+        return None
+    if labels and isinstance(labels[0], tuple):
+        return {str(k): str(v) for k, v in labels}
+    return [str(x) for x in labels]
+
+
 def _groups(items: list[ClassifyItem]) -> dict[Any, list[int]]:
     groups: dict[Any, list[int]] = {}
     for i, it in enumerate(items):
@@ -108,18 +116,17 @@ class EmbeddingBackend:
             raise InvalidRequest(
                 f"unknown task {task!r}; built-in tasks: {sorted(self.tasks())}", param="task"
             )
+        try:  # everything else the classifier would refuse, before the item joins a batch
+            self.classifier.check_request(task=task, labels=_label_arg(labels))
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="labels" if labels else "task") from None
 
     def classify_batch(self, items: list[ClassifyItem]) -> list[ClassifyResult]:
         enc = self.encoder.encode([it.text for it in items])
         out: list[ClassifyResult | None] = [None] * len(items)
         for (task, labels, top_k), idx in _groups(items).items():
-            label_arg: list[str] | dict[str, str] | None = None
-            if labels is not None:
-                label_arg = (
-                    dict(labels) if labels and isinstance(labels[0], tuple) else list(labels)
-                )
             ranked = self.classifier.classify(
-                enc.embeddings[idx], task=task, labels=label_arg, top_k=top_k
+                enc.embeddings[idx], task=task, labels=_label_arg(labels), top_k=top_k
             )
             for i, r in zip(idx, ranked, strict=True):
                 out[i] = ClassifyResult(
