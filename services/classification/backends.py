@@ -99,8 +99,7 @@ class EmbeddingBackend:
         def encode(texts: list[str]) -> np.ndarray:
             return self.encoder.encode(texts).embeddings
 
-        kwargs = {"tasks_dir": self.tasks_dir} if self.tasks_dir else {}
-        self.classifier = EmbeddingClassifier(encode, **kwargs)
+        self.classifier = EmbeddingClassifier(encode, self.tasks_dir)
         self.classifier.prepare()
 
     def tasks(self) -> dict[str, dict[str, str]]:
