@@ -28,7 +28,7 @@ class ServiceSettings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: LogLevel = "info"
     log_json: bool = True
-    access_log: bool = False
+    access_log: bool = True
     environment: Literal["development", "staging", "production"] = "development"
 
 

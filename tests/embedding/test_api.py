@@ -152,3 +152,16 @@ def test_operational_endpoints(embedding_proc: Proc) -> None:
     ):
         assert name in metrics, name
     assert 'route="/v1/embeddings",service="embedding",status="200"' in metrics
+
+
+def test_request_id_is_in_the_json_log_lines(embedding_proc: Proc) -> None:
+    import json
+    import time
+
+    httpx.post(f"{embedding_proc.url}/v1/embeddings", json={"input": "log me"},
+               headers={"X-Request-ID": "rid-in-logs-42"})  # fmt: skip
+    time.sleep(0.3)
+    lines = [json.loads(x) for x in embedding_proc.log_path.read_text().splitlines()
+             if x.startswith("{")]  # fmt: skip
+    mine = [x for x in lines if x.get("request_id") == "rid-in-logs-42"]
+    assert mine and mine[0]["service"] == "embedding" and mine[0]["status"] == 200
