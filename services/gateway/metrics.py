@@ -1,0 +1,45 @@
+"""The gateway's series in the shared ``modelfleet_`` schema (service="gateway")."""
+
+from __future__ import annotations
+
+from modelfleet.metrics import Metrics
+
+SERVICE = "gateway"
+
+
+class GatewayMetrics(Metrics):
+    """The common request series plus upstream, cache, circuit and rate-limit series."""
+
+    def __init__(self) -> None:
+        super().__init__(SERVICE)
+        self.upstream_duration = self.histogram(
+            "upstream_duration_seconds", "Latency of calls to backend replicas.", ["pool"]
+        )
+        self.upstream_retries = self.counter(
+            "upstream_retries_total", "Upstream attempts retried on another replica.", ["pool"]
+        )
+        self.fallbacks = self.counter(
+            "fallbacks_total", "Requests served by a fallback.", ["from_pool", "to"]
+        )
+        self.cache_requests = self.counter(
+            "cache_requests_total", "Inference cache lookups by result.", ["route", "result"]
+        )
+        self.backend_up = self.gauge(
+            "backend_up", "Whether a replica passes its health check.", ["pool", "replica"]
+        )
+        self.circuit_state = self.gauge(
+            "circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.", ["pool", "replica"]
+        )
+        self.rate_limited = self.counter(
+            "rate_limited_total", "Requests refused by auth or rate limits.", ["kind"]
+        )
+        self.redis_up = self.gauge("redis_up", "Whether Redis answers.", [])
+
+    def cache_result(self, route: str, result: str) -> None:
+        self.cache_requests.labels(SERVICE, route, result).inc()
+
+    def fallback(self, from_pool: str, to: str) -> None:
+        self.fallbacks.labels(SERVICE, from_pool, to).inc()
+
+    def refused(self, kind: str) -> None:
+        self.rate_limited.labels(SERVICE, kind).inc()

@@ -1,0 +1,94 @@
+"""Per-key rate limits in Redis: requests per minute everywhere, tokens per minute on LLM routes.
+
+Fixed one-minute windows (one INCR per limit, pipelined into a single round trip), shared by
+every gateway replica. Tokens are counted twice over a request's life: the prompt is estimated
+from the body size before the call (``len(body) // 4``: JSON-wrapped English text runs about four
+bytes a token), and the completion tokens the backend reports are added after it; a request is
+refused when its window was already full before it came.
+
+If Redis is down, limits fail open: the requests are served and ``modelfleet_redis_up`` is 0. A
+cache outage should not become an outage of the API; the in-flight cap still bounds the load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import redis.asyncio as redis
+
+from modelfleet.errors import RateLimited
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.redisconn import RedisDown, RedisGuard
+
+WINDOW_S = 60
+BYTES_PER_TOKEN = 4
+
+
+def estimate_tokens(body: bytes) -> int:
+    return max(1, len(body) // BYTES_PER_TOKEN)
+
+
+class RateLimiter:
+    def __init__(self, redis: RedisGuard, metrics: GatewayMetrics, *, rpm: int, tpm: int) -> None:
+        self.redis = redis
+        self.metrics = metrics
+        self.rpm = rpm
+        self.tpm = tpm
+
+    @property
+    def active(self) -> bool:
+        return bool(self.rpm or self.tpm) and self.redis.configured
+
+    def counts_tokens(self) -> bool:
+        return bool(self.tpm) and self.redis.configured
+
+    async def check(self, client_id: str, prompt_tokens: int | None) -> None:
+        """Count this request; raise RateLimited (429 + Retry-After) if a window is full."""
+        use_tpm = bool(self.tpm) and prompt_tokens is not None
+        if not (self.rpm or use_tpm) or not self.redis.configured:
+            return
+        now = time.time()
+        window = int(now // WINDOW_S)
+        retry_after = WINDOW_S - (now % WINDOW_S)
+        rpm_key = f"mf:rl:{client_id}:r:{window}"
+        tpm_key = f"mf:rl:{client_id}:t:{window}"
+
+        async def count(r: redis.Redis) -> list[int]:
+            pipe = r.pipeline(transaction=False)
+            if self.rpm:
+                pipe.incr(rpm_key)
+                pipe.expire(rpm_key, WINDOW_S * 2)
+            if use_tpm:
+                pipe.incrby(tpm_key, prompt_tokens or 0)
+                pipe.expire(tpm_key, WINDOW_S * 2)
+            return list(await pipe.execute())
+
+        try:
+            results = await self.redis.call(count)
+        except RedisDown:
+            return
+        if self.rpm and results[0] > self.rpm:
+            self.metrics.refused("requests")
+            raise RateLimited(
+                f"rate limit reached: {self.rpm} requests per minute",
+                retry_after=retry_after,
+                code="rate_limit_requests",
+            )
+        if use_tpm:
+            used_before = results[-2] - (prompt_tokens or 0)
+            if used_before >= self.tpm:
+                self.metrics.refused("tokens")
+                raise RateLimited(
+                    f"rate limit reached: {self.tpm} tokens per minute",
+                    retry_after=retry_after,
+                    code="rate_limit_tokens",
+                )
+
+    async def add_tokens(self, client_id: str, tokens: int) -> None:
+        """Add the completion tokens of a finished request to its window."""
+        if not self.counts_tokens() or tokens <= 0:
+            return
+        key = f"mf:rl:{client_id}:t:{int(time.time() // WINDOW_S)}"
+        with contextlib.suppress(RedisDown):
+            await self.redis.call(lambda r: r.incrby(key, tokens))

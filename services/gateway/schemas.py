@@ -1,0 +1,80 @@
+"""Request shapes for the OpenAPI docs only.
+
+The gateway forwards bodies as raw bytes and never validates them with these models (that
+would cost a parse and a re-serialisation per request); the backends validate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ChatCompletionRequest(_Doc):
+    model: str | None = None
+    messages: list[dict[str, Any]] = Field(description="[{role, content}, ...]")
+    temperature: float | None = Field(default=None, description="0 makes the answer cacheable")
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    seed: int | None = None
+
+
+class CompletionRequest(_Doc):
+    model: str | None = None
+    prompt: str | list[str]
+    temperature: float | None = Field(default=None, description="0 makes the answer cacheable")
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    seed: int | None = None
+
+
+class EmbeddingRequest(_Doc):
+    input: str | list[str]
+    model: str | None = None
+    encoding_format: str = "float"
+    dimensions: int | None = None
+
+
+class SimilarityRequest(_Doc):
+    query: str
+    documents: list[str]
+    model: str | None = None
+    top_n: int | None = None
+
+
+class AnyRequest(_Doc):
+    """Forwarded to the backend as is; see that service's API."""
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "/v1/chat/completions": ChatCompletionRequest,
+    "/v1/completions": CompletionRequest,
+    "/v1/embeddings": EmbeddingRequest,
+    "/v1/similarity": SimilarityRequest,
+}
+
+
+def request_body_doc(path: str) -> dict[str, Any]:
+    """``openapi_extra`` describing the JSON body of ``path``."""
+    schema = SCHEMAS.get(path, AnyRequest).model_json_schema()
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+        "parameters": [
+            {
+                "name": "Cache-Control",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "no-cache: skip the cache lookup; no-store: do not cache the answer",
+            }
+        ],
+    }
