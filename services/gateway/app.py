@@ -20,7 +20,7 @@ from services.gateway.admission import Admission, AdmissionMiddleware
 from services.gateway.auth import ApiKeys
 from services.gateway.cache import ResponseCache
 from services.gateway.discovery import Discovery, build_discovery
-from services.gateway.endpoints import ENDPOINTS, Endpoint
+from services.gateway.endpoints import ENDPOINTS, CacheMode, Endpoint
 from services.gateway.h1 import H1Pool
 from services.gateway.health import HealthChecker
 from services.gateway.metrics import GatewayMetrics
@@ -57,6 +57,12 @@ def create_app(
 ) -> FastAPI:
     """Build the gateway app. ``discovery`` and ``router_factory`` replace the configured ones."""
     metrics = GatewayMetrics()
+    metrics.zero(
+        POOLS,
+        [ep.path for ep in ENDPOINTS if ep.cache is not CacheMode.NEVER],
+        [(ep.pool, ep.fallback.pool) for ep in ENDPOINTS if ep.fallback is not None]
+        + [(ep.pool, "cache") for ep in ENDPOINTS if ep.cache is not CacheMode.NEVER],
+    )
     make_router = router_factory or (lambda: build_router(settings.routing))
     pools = {
         name: Pool(

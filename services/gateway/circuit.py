@@ -54,7 +54,7 @@ class CircuitBreaker:
 
     def acquire(self) -> None:
         """Called when a request is sent: in half-open state it becomes the one trial."""
-        if self._state is CircuitState.HALF_OPEN:
+        if self.state is CircuitState.HALF_OPEN:
             self._trial = True
 
     def release(self) -> None:
@@ -70,8 +70,9 @@ class CircuitBreaker:
     def record_failure(self) -> None:
         self.failures += 1
         self._trial = False
-        if self._state is CircuitState.HALF_OPEN or (
-            self._state is CircuitState.CLOSED and self.failures >= self.threshold
+        state = self.state
+        if state is CircuitState.HALF_OPEN or (
+            state is CircuitState.CLOSED and self.failures >= self.threshold
         ):
             self._opened_at = self._clock()
             self._set(CircuitState.OPEN)

@@ -35,7 +35,7 @@ ROLE_LABELS = {
 TURN_STOP = "\nUser:"
 MAX_STOPS = 4
 # Sampling parameters both APIs share and that pass through unchanged.
-SHARED_PARAMS = ("max_tokens", "temperature", "top_p", "n", "stream", "seed",
+SHARED_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "n", "stream", "seed",
                  "presence_penalty", "frequency_penalty", "user", "stream_options")  # fmt: skip
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from modelfleet.metrics import Metrics
 
 SERVICE = "gateway"
@@ -43,3 +45,19 @@ class GatewayMetrics(Metrics):
 
     def refused(self, kind: str) -> None:
         self.rate_limited.labels(SERVICE, kind).inc()
+
+    def zero(self, pools: Sequence[str], cached_routes: Sequence[str],
+             fallbacks: Sequence[tuple[str, str]]) -> None:  # fmt: skip
+        """Create every known label set at 0, so rate() over them has series from the start
+        (dashboards and alerts would otherwise show "no data" until the first event)."""
+        for pool in pools:
+            self.upstream_retries.labels(SERVICE, pool)
+            self.upstream_duration.labels(SERVICE, pool)
+        for route in cached_routes:
+            for result in ("hit", "miss", "error", "bypass"):
+                self.cache_requests.labels(SERVICE, route, result)
+        for from_pool, to in fallbacks:
+            self.fallbacks.labels(SERVICE, from_pool, to)
+        for kind in ("requests", "tokens", "auth"):
+            self.rate_limited.labels(SERVICE, kind)
+        self.redis_up.labels(SERVICE)

@@ -51,6 +51,25 @@ class SimilarityRequest(_Doc):
     top_n: int | None = None
 
 
+class SummarizeRequest(_Doc):
+    input: str
+    max_tokens: int | None = None
+    style: str = Field(default="paragraph", description="paragraph | bullets")
+    model: str | None = None
+    temperature: float = 0.0
+    seed: int | None = None
+
+
+class ClassifyRequest(_Doc):
+    input: str | list[str]
+    task: str | None = Field(default=None, description="a shipped task, e.g. sentiment")
+    labels: list[str] | dict[str, str] | None = Field(
+        default=None, description="zero-shot labels (or label -> description)"
+    )
+    top_k: int | None = None
+    model: str | None = None
+
+
 class AnyRequest(_Doc):
     """Forwarded to the backend as is; see that service's API."""
 
@@ -60,6 +79,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "/v1/completions": CompletionRequest,
     "/v1/embeddings": EmbeddingRequest,
     "/v1/similarity": SimilarityRequest,
+    "/v1/summarize": SummarizeRequest,
+    "/v1/classify": ClassifyRequest,
 }
 
 
