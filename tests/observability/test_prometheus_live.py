@@ -39,7 +39,7 @@ from tests.observability.queries import (
     dashboard_queries,
     variable_queries,
 )
-from tests.support.procs import LOG_DIR, ROOT, Proc, free_port, start_service
+from tests.support.procs import LOG_DIR, ROOT, Proc, free_port, start_service, wait_until_ready
 
 MODEL_SERVICES = ("llm", "embedding", "classification", "generation")
 NAMESPACE = "modelfleet-test"
@@ -91,9 +91,12 @@ def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
             continue
         proc = _session_proc(request, name)
         if proc is None:
-            proc = start_service(name)
+            # Loading in parallel: the decoders take most of this test's time.
+            proc = start_service(name, wait_ready=False)
             own.append(proc)
         procs[name] = proc
+    for proc in own:
+        wait_until_ready(proc)
     if _exists("gateway"):
         redis = _session_proc(request, "redis")
         env = {
@@ -316,6 +319,37 @@ def test_alert_signal_returns_series(query: Query, fleet: Fleet, scraped: str) -
     # is not asserted: a cold CPU box can well be over 200 ms).
     body = _query(scraped, query.expr)
     assert body["status"] == "success", f"{query.source}: {body.get('error')}"
+
+
+# Not just present: the traffic of _drive() must show in the series the dashboards plot.
+TRAFFIC_SIGNALS = {
+    "requests per service": ("sum by (service) (modelfleet_requests_total) > 0", None),
+    "batched items": ("sum by (service) (modelfleet_batch_size_count) > 0", None),
+    "input tokens": ("sum by (service) (modelfleet_input_tokens_total) > 0", None),
+    "decoder tokens": ("sum by (service) (modelfleet_completion_tokens_total) > 0", "llm"),
+    "time to first token": (
+        "sum by (service) (modelfleet_time_to_first_token_seconds_count) > 0",
+        "llm",
+    ),
+    "gateway upstream calls": (
+        "sum by (pool) (modelfleet_upstream_duration_seconds_count) > 0",
+        "gateway",
+    ),
+    "cache hits": ('sum(modelfleet_cache_requests_total{result="hit"}) > 0', "gateway"),
+    "refused keys": ('sum(modelfleet_rate_limited_total{kind="auth"}) > 0', "gateway"),
+    "healthy backends": ("sum by (pool) (modelfleet_backend_up) > 0", "gateway"),
+    "redis up": ("max(modelfleet_redis_up) > 0", "gateway"),
+}
+
+
+@pytest.mark.parametrize("signal", TRAFFIC_SIGNALS)
+def test_traffic_shows_in_the_series(signal: str, fleet: Fleet, scraped: str) -> None:
+    promql, needs = TRAFFIC_SIGNALS[signal]
+    if needs is not None and needs not in fleet.procs:
+        pytest.skip(f"needs {needs}, not in the tree yet")
+    body = _query(scraped, promql)
+    assert body["status"] == "success", body
+    assert body["data"]["result"], f"{signal}: {promql} is empty after the traffic"
 
 
 @pytest.mark.parametrize("query", AUTOSCALING_QUERIES, ids=[q.source for q in AUTOSCALING_QUERIES])
