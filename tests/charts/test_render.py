@@ -192,7 +192,7 @@ def test_production_refuses_a_gateway_without_api_keys() -> None:
 
 def test_validate_values_reports_every_mistake_at_once() -> None:
     values = {
-        "llm": {"gpu": {"enabled": True}},
+        "llm": {"gpu": {"enabled": True}, "quantize": "int8"},
         "embedding": {"model": {"source": "pvc"}},
         "classification": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}},
         "redis": {"enabled": True},
@@ -204,6 +204,7 @@ def test_validate_values_reports_every_mistake_at_once() -> None:
     for expected in (
         "llm.gpu.enabled with device=cpu",
         "llm.gpu.enabled needs the CUDA image",
+        "llm.quantize=int8 is the CPU path",
         "embedding.model.source=pvc needs embedding.model.pvc.claimName",
         "classification.autoscaling.minReplicas (5) is above maxReplicas (2)",
         "redis.enabled and externalRedis are both set",

@@ -59,6 +59,9 @@ fails once with the whole list, so a user fixes their values in one pass.
 {{- if eq $svc.device "cpu" }}
 {{- $errs = append $errs (printf "%s.gpu.enabled with device=cpu would hold a GPU it never uses: set %s.device=cuda (or auto)" $name $name) }}
 {{- end }}
+{{- if eq $svc.quantize "int8" }}
+{{- $errs = append $errs (printf "%s.quantize=int8 is the CPU path (dynamic int8 linear layers): use quantize=none with gpu.enabled" $name) }}
+{{- end }}
 {{- if ne $svc.image.variant "cuda" }}
 {{- $errs = append $errs (printf "%s.gpu.enabled needs the CUDA image: set %s.image.variant=cuda" $name $name) }}
 {{- end }}
