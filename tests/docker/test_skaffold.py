@@ -38,6 +38,8 @@ def test_api_version_and_one_artifact_per_image() -> None:
         assert (ROOT / artifact["docker"]["dockerfile"]).is_file()
         assert artifact["docker"]["buildArgs"]["SERVICE"] == service
         assert artifact["docker"]["buildArgs"]["VARIANT"] == "cpu"
+        expected_deps = "gateway" if service == "gateway" else "model"
+        assert artifact["docker"]["buildArgs"].get("DEPS", "model") == expected_deps
 
 
 def test_helm_deploy_of_the_chart_sets_every_image() -> None:
