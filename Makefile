@@ -66,6 +66,9 @@ bench: install sysdeps ## benchmarks (tests/perf), merged into bench-results.jso
 eval: install ## classification accuracy / macro-F1 on the held-out evaluation sets
 	$(BIN)/python -m services.classification.evaluate
 
+helm-lint: install ## render + lint the chart with the Helm engine, validate against Kubernetes schemas
+	$(BIN)/python -m pytest tests/charts -q
+
 images: ## build the container images (needs a Docker engine)
 	./docker/build.sh
 
