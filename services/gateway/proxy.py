@@ -153,7 +153,8 @@ class Gateway:
         stream = payload.get("stream") is True
         await self.limiter.check(client_id, estimate_tokens(body) if ep.counts_tokens else None)
 
-        if self.cache.enabled and ep.cacheable(payload, stream):
+        cacheable = ep.cacheable(payload, stream)
+        if cacheable and self.cache.enabled:
             cc = CacheControl.parse(header(scope, b"cache-control"))
             reply = await self._cached(ep, body, payload, request_id, cc)
         else:
@@ -161,6 +162,8 @@ class Gateway:
             if isinstance(result, Streamed):
                 return self._stream_response(ep, result, client_id)
             reply = result
+            if cacheable:  # cacheable, but no cache is configured
+                reply = Reply(reply.status, reply.body, {**reply.headers, X_CACHE: "bypass"})
         if ep.counts_tokens and self.limiter.counts_tokens() and reply.status == 200:
             self._later(self.limiter.add_tokens(client_id, _usage_tokens(reply.body)))
         return reply

@@ -116,6 +116,12 @@ class StreamReply:
         self.stream.aclose()
 
 
+class _Tried(list[Replica]):
+    """The replicas one request was sent to, and the last Retry-After one of them gave."""
+
+    retry_after: str | None = None
+
+
 class Upstream:
     """Sends requests to pools over the hot-path connection pool; one per gateway process."""
 
@@ -156,7 +162,7 @@ class Upstream:
         """POST ``body`` to a replica of ``pool``; :class:`PoolUnavailable` if none could serve."""
         deadline = time.monotonic() + self.request_timeout_s
         extra = b"X-Request-ID: " + request_id.encode("latin-1") + b"\r\n"
-        tried: list[Replica] = []
+        tried = _Tried()
         args = (pool, path, body, extra, stream, tried, deadline)
         # The first attempt runs bare: tenacity costs tens of microseconds a call, and most
         # requests never need it. It takes over for the retries.
@@ -182,15 +188,13 @@ class Upstream:
         body: bytes,
         extra: bytes,
         stream: bool,
-        tried: list[Replica],
+        tried: _Tried,
         deadline: float,
     ) -> Reply | StreamReply:
         replica = pool.pick(tried)
         if replica is None:
-            reason = (
-                "no healthy replica" if not tried else f"all {len(tried)} tried replicas failed"
-            )
-            raise PoolUnavailable(pool.name, reason)
+            reason = f"all {len(tried)} tried replicas failed" if tried else "no healthy replica"
+            raise PoolUnavailable(pool.name, reason, tried.retry_after)
         tried.append(replica)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -214,7 +218,8 @@ class Upstream:
                     s.aclose()
                 replica.breaker.record_failure()
                 replica.last_error = f"HTTP {status}"
-                raise Retryable(replica, f"HTTP {status}", _header(headers, b"retry-after"))
+                tried.retry_after = _header(headers, b"retry-after") or tried.retry_after
+                raise Retryable(replica, f"HTTP {status}", tried.retry_after)
             if stream:
                 handed_over = True
                 return StreamReply(pool, replica, s, started)

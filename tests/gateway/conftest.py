@@ -8,7 +8,9 @@ module starts the ones its configuration needs.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import httpx
 import pytest
@@ -23,23 +25,37 @@ FAST_HEALTH = {"HEALTH_INTERVAL_S": "0.3", "HEALTH_TIMEOUT_S": "0.5", "CIRCUIT_O
 
 
 def start_gateway(
-    pools: Mapping[str, str | list[str]],
+    pools: Mapping[str, str | Sequence[str]],
     redis: Proc | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Proc:
-    """A gateway process whose pools hold exactly ``pools`` (absent pools are empty)."""
+    """A gateway process whose pools hold exactly ``pools`` (absent pools are empty).
+
+    Waits for /health, not /ready: a gateway whose every pool is down is never ready.
+    """
     full = {"DISCOVERY": "static", "LOG_JSON": "true", **FAST_HEALTH}
     for name in POOLS:
         urls = pools.get(name, [])
         full[f"{name.upper()}_URLS"] = urls if isinstance(urls, str) else ",".join(urls)
     full["REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0" if redis else ""
     full.update(env or {})
-    return start_service("gateway", full, timeout=60)
+    proc = start_service("gateway", full, wait_ready=False)
+    deadline = time.monotonic() + 60
+    while True:
+        if not proc.alive():
+            raise RuntimeError(f"gateway exited:\n{proc.log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{proc.url}/health", timeout=1).status_code == 200:
+                return proc
+        if time.monotonic() > deadline:
+            proc.stop()
+            raise TimeoutError(f"gateway not up after 60s:\n{proc.log()}")
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
 def gateway(
-    pools: Mapping[str, str | list[str]],
+    pools: Mapping[str, str | Sequence[str]],
     redis: Proc | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Iterator[Proc]:
@@ -81,6 +97,6 @@ def backend_posts(proc: Proc, route: str) -> int:
     return int(total)
 
 
-def fake_stats(proc: Proc) -> dict[str, object]:
-    data: dict[str, object] = httpx.get(f"{proc.url}/_stats", timeout=5).json()
+def fake_stats(proc: Proc) -> dict[str, Any]:
+    data: dict[str, Any] = httpx.get(f"{proc.url}/_stats", timeout=5).json()
     return data

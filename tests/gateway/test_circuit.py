@@ -17,9 +17,9 @@ def test_opens_after_threshold_consecutive_failures() -> None:
     b.record_success()  # a success resets the count
     b.record_failure()
     b.record_failure()
-    assert b.state is CircuitState.CLOSED and b.available()
+    assert b.state == CircuitState.CLOSED and b.available()
     b.record_failure()
-    assert b.state is CircuitState.OPEN and not b.available()
+    assert b.state.name == "OPEN" and not b.available()
     assert changes == [CircuitState.OPEN]
 
 
@@ -30,11 +30,11 @@ def test_half_open_lets_one_trial_through_then_closes_on_success() -> None:
     clock.now = 4.9
     assert not b.available()
     clock.now = 5.0
-    assert b.state is CircuitState.HALF_OPEN and b.available()
+    assert b.state == CircuitState.HALF_OPEN and b.available()
     b.acquire()
     assert not b.available(), "only one trial at a time"
     b.record_success()
-    assert b.state is CircuitState.CLOSED and b.available()
+    assert b.state.name == "CLOSED" and b.available()
 
 
 def test_failed_trial_reopens_for_another_period() -> None:
@@ -44,7 +44,7 @@ def test_failed_trial_reopens_for_another_period() -> None:
     clock.now = 6.0
     b.acquire()
     b.record_failure()
-    assert b.state is CircuitState.OPEN
+    assert b.state == CircuitState.OPEN
     clock.now = 10.9
     assert not b.available()
     clock.now = 11.0
@@ -58,4 +58,4 @@ def test_cancelled_trial_frees_the_slot() -> None:
     clock.now = 1.0
     b.acquire()
     b.release()
-    assert b.state is CircuitState.HALF_OPEN and b.available()
+    assert b.state == CircuitState.HALF_OPEN and b.available()

@@ -6,6 +6,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -16,7 +17,7 @@ from tests.gateway.conftest import backend_posts, fake_stats, gateway
 from tests.support.procs import Proc
 
 NO_CACHE = {"Cache-Control": "no-cache, no-store"}
-CHAT = [{"role": "user", "content": "Say hi."}]
+CHAT: list[Any] = [{"role": "user", "content": "Say hi."}]
 
 
 @pytest.fixture(scope="module")
