@@ -7,7 +7,8 @@ keys), hashed. One Redis entry per key holds the answer and the time it was stor
 the pool is down. One entry with a timestamp instead of a fresh + stale pair halves the memory.
 
 Single-flight is per gateway process (an in-memory map of futures): N identical concurrent
-misses in one process make one backend call. Across gateway replicas each process may make its
+misses in one process make one backend call (``Cache-Control: no-cache`` requests stay out of
+it: they asked for an answer of their own). Across gateway replicas each process may make its
 own call; a Redis lock would turn that into one call fleet-wide at the price of a round trip on
 every miss, and a duplicate inference is cheaper than that on the hot path.
 """

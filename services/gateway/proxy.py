@@ -250,14 +250,25 @@ class Gateway:
                 outcome = "miss"
         self.metrics.cache_result(ep.path, outcome)
 
+        def storable(reply: Reply) -> bool:
+            return not cc.no_store and reply.status == 200 and DEGRADED not in reply.headers
+
         async def store(reply: Reply) -> None:
-            if not cc.no_store and reply.status == 200 and DEGRADED not in reply.headers:
+            if storable(reply):
                 await self.cache.put(key, reply.body)
 
+        def fetch() -> Awaitable[Reply]:
+            return self._dispatch_unary(ep, body, payload, request_id)
+
         try:
-            reply, _shared = await self.flights.do(
-                key, lambda: self._dispatch_unary(ep, body, payload, request_id), store
-            )
+            if cc.no_cache:
+                # A request for a fresh answer gets a backend call of its own, as a bypassed
+                # request does in nginx's cache lock: it neither joins nor leads a flight.
+                reply = await fetch()
+                if storable(reply):
+                    self.cache.put_later(key, reply.body)
+            else:
+                reply, _shared = await self.flights.do(key, fetch, store)
         except (ServiceUnavailable, DeadlineExceeded):
             if stale is None and not looked_up:
                 # no-cache skipped the lookup; a stale answer still beats a 503.

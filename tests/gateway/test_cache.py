@@ -172,6 +172,19 @@ def test_identical_concurrent_misses_make_one_backend_call(
     assert posts(embedding_pair) - before == 1
 
 
+def test_no_cache_requests_are_not_coalesced(gw: Proc, embedding_pair: tuple[Proc, Proc]) -> None:
+    body = {"input": [unique("each their own")] * 20}
+    before = posts(embedding_pair)
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=gw.url, timeout=60) as c:
+            cc = {"Cache-Control": "no-cache"}
+            return await asyncio.gather(*(c.post(EMB, json=body, headers=cc) for _ in range(4)))
+
+    assert {r.headers["x-cache"] for r in asyncio.run(burst())} == {"bypass"}
+    assert posts(embedding_pair) - before == 4
+
+
 def test_classify_is_cached(classification_proc: Proc, redis_proc: Proc) -> None:
     body = {"input": [unique("I love this")], "task": "sentiment"}
     with gateway({"classification": classification_proc.url}, redis_proc) as gw:
