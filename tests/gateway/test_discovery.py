@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import queue
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kubernetes.client import (
@@ -13,8 +21,11 @@ from kubernetes.client import (
     V1ObjectMeta,
 )
 
-from services.gateway.discovery.kubernetes import SliceTracker, slice_urls
+from services.gateway.discovery.kubernetes import KubernetesDiscovery, SliceTracker, slice_urls
 from services.gateway.discovery.static import StaticDiscovery, load_backends_file
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.pools import Pool
+from services.gateway.routing import RoundRobin
 
 
 def endpoint(ip: str, ready: bool | None = True, terminating: bool | None = None) -> V1Endpoint:
@@ -99,3 +110,105 @@ def test_bad_backends_file_is_refused(tmp_path: Path, text: str) -> None:
     f.write_text(text)
     with pytest.raises(ValueError):
         load_backends_file(f)
+
+
+# -- the watch loop against a real HTTP server speaking the Kubernetes list/watch protocol ----
+class FakeKubeApi:
+    """Serves EndpointSlice list and watch for one namespace, like the API server does:
+    a list with a resourceVersion, then a watch that streams JSON events until timeoutSeconds."""
+
+    def __init__(self) -> None:
+        self.slices: dict[str, dict[str, Any]] = {}
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.lists = 0
+        self.rv = 1
+
+    def slice(self, name: str, ready: dict[str, bool]) -> dict[str, Any]:
+        self.rv += 1
+        return {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": name, "resourceVersion": str(self.rv),
+                         "labels": {"kubernetes.io/service-name": "embedding"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 3003, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": ok}}
+                          for ip, ok in ready.items()],
+        }  # fmt: skip
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                query = parse_qs(urlsplit(self.path).query)
+                assert query["labelSelector"] == ["kubernetes.io/service-name=embedding"]
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                if query.get("watch") != ["true"]:
+                    api.lists += 1
+                    body = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
+                            "metadata": {"resourceVersion": str(api.rv)},
+                            "items": list(api.slices.values())}  # fmt: skip
+                    self.wfile.write(json.dumps(body).encode())
+                    return
+                end = time.monotonic() + float(query["timeoutSeconds"][0])
+                while time.monotonic() < end:
+                    try:
+                        event = api.events.get(timeout=0.05)
+                    except queue.Empty:
+                        continue
+                    self.wfile.write(json.dumps(event).encode() + b"\n")
+                    self.wfile.flush()
+
+        return Handler
+
+
+def test_watch_follows_changes_and_relist_drops_pods_whose_events_were_missed() -> None:
+    from kubernetes.client import ApiClient, Configuration, DiscoveryV1Api
+
+    api = FakeKubeApi()
+    api.slices["emb-1"] = api.slice("emb-1", {"10.0.0.1": True, "10.0.0.2": False})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), api.handler())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = Configuration(host=f"http://127.0.0.1:{server.server_address[1]}")
+    client = DiscoveryV1Api(ApiClient(config))
+
+    async def scenario() -> None:
+        metrics = GatewayMetrics()
+        pool = Pool("embedding", RoundRobin(), failure_threshold=3, open_s=5, metrics=metrics)
+        disco = KubernetesDiscovery("ns", {"embedding": "embedding"}, relist_s=3, api=client)
+        await disco.start({"embedding": pool})
+
+        async def until(urls: set[str]) -> None:
+            for _ in range(160):
+                if set(pool.replicas) == urls:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"{set(pool.replicas)} != {urls}")
+
+        try:
+            await until({"http://10.0.0.1:3003"})
+            assert pool.replicas["http://10.0.0.1:3003"].healthy  # ready per Kubernetes
+            # A watch event: the second pod became ready (seen without waiting for a re-list).
+            lists = api.lists
+            api.slices["emb-1"] = api.slice("emb-1", {"10.0.0.1": True, "10.0.0.2": True})
+            api.events.put({"type": "MODIFIED", "object": api.slices["emb-1"]})
+            await until({"http://10.0.0.1:3003", "http://10.0.0.2:3003"})
+            assert api.lists == lists
+            # The first pod goes away and its event is lost: the periodic re-list catches it.
+            lists = api.lists
+            api.slices["emb-1"] = api.slice("emb-1", {"10.0.0.2": True})
+            await until({"http://10.0.0.2:3003"})
+            assert api.lists > lists
+        finally:
+            await disco.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.shutdown()
