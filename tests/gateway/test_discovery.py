@@ -140,21 +140,29 @@ class FakeKubeApi:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # watches stream as chunked HTTP/1.1, as the API does
+
             def log_message(self, *args: object) -> None:
                 pass
+
+            def chunk(self, data: bytes) -> None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
 
             def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)
                 assert query["labelSelector"] == ["kubernetes.io/service-name=embedding"]
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 if query.get("watch") != ["true"]:
                     api.lists += 1
                     body = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
                             "metadata": {"resourceVersion": str(api.rv)},
                             "items": list(api.slices.values())}  # fmt: skip
-                    self.wfile.write(json.dumps(body).encode())
+                    self.chunk(json.dumps(body).encode())
+                    self.chunk(b"")
                     return
                 end = time.monotonic() + float(query["timeoutSeconds"][0])
                 while time.monotonic() < end:
@@ -162,8 +170,8 @@ class FakeKubeApi:
                         event = api.events.get(timeout=0.05)
                     except queue.Empty:
                         continue
-                    self.wfile.write(json.dumps(event).encode() + b"\n")
-                    self.wfile.flush()
+                    self.chunk(json.dumps(event).encode() + b"\n")
+                self.chunk(b"")
 
         return Handler
 
