@@ -1,0 +1,110 @@
+"""The OpenAI chat and completion routes through the gateway to the real decoder services.
+
+Slow tier: the llm and generation services load real (small) models. The default tier covers
+the same gateway behaviour with paced fake backends (test_faults.py, test_proxy.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.gateway.conftest import gateway
+from tests.support.procs import ROOT, Proc, free_port, start_service, wait_until_ready
+
+pytestmark = pytest.mark.slow
+
+DECODERS = ("llm", "generation")
+CHAT: list[Any] = [{"role": "user", "content": "Say hi in three words."}]
+
+
+def _proc(request: pytest.FixtureRequest, name: str) -> Iterator[Proc]:
+    if not (ROOT / "services" / name / "__main__.py").is_file():
+        pytest.skip(f"services/{name} is not in the tree yet")
+    try:  # the suite-wide process, when tests/conftest.py defines one
+        yield request.getfixturevalue(f"{name}_proc")
+        return
+    except pytest.FixtureLookupError:
+        pass
+    proc = start_service(name, wait_ready=False)
+    try:
+        wait_until_ready(proc, 300)
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def generation(request: pytest.FixtureRequest) -> Iterator[Proc]:
+    yield from _proc(request, "generation")
+
+
+@pytest.fixture(scope="module")
+def llm(request: pytest.FixtureRequest) -> Iterator[Proc]:
+    yield from _proc(request, "llm")
+
+
+def test_openai_client_through_the_gateway_to_both_decoders(
+    llm: Proc, generation: Proc, redis_proc: Proc
+) -> None:
+    with gateway({"llm": llm.url, "generation": generation.url}, redis_proc) as gw:
+        client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
+        chat = client.chat.completions.with_raw_response.create(
+            model="smollm2", messages=CHAT, max_tokens=8, temperature=0
+        )
+        assert chat.headers["x-cache"] in ("miss", "hit")
+        assert chat.parse().choices[0].message.content
+        again = client.chat.completions.with_raw_response.create(
+            model="smollm2", messages=CHAT, max_tokens=8, temperature=0
+        )
+        assert again.parse().choices[0].message.content == chat.parse().choices[0].message.content
+        text = client.completions.create(model="x", prompt="The sky is", max_tokens=6)
+        assert text.object == "text_completion" and text.choices[0].text
+        stream = client.chat.completions.create(
+            model="smollm2", messages=CHAT, max_tokens=8, stream=True
+        )
+        deltas = [c.choices[0].delta.content or "" for c in stream if c.choices]
+        assert "".join(deltas)
+        names = {m.model_extra["service"] for m in client.models.list().data if m.model_extra}
+        assert {"llm", "generation"} <= names
+
+
+def test_chat_is_served_by_the_real_generation_service_when_llm_is_down(
+    generation: Proc,
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with gateway({"llm": dead, "generation": generation.url}) as gw:
+        client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="smollm2", messages=CHAT, max_tokens=8, temperature=0
+        )
+        assert raw.headers["x-fleet-degraded"] == "llm-unavailable; served-by=generation"
+        chat = raw.parse()
+        assert chat.object == "chat.completion" and chat.choices[0].message.role == "assistant"
+        assert chat.usage is not None and chat.usage.completion_tokens > 0
+        stream = client.chat.completions.create(
+            model="smollm2", messages=CHAT, max_tokens=8, stream=True
+        )
+        chunks = [c for c in stream]
+        assert {c.object for c in chunks} == {"chat.completion.chunk"}
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_completions_are_served_by_the_real_llm_service_when_generation_is_down(
+    llm: Proc,
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with gateway({"generation": dead, "llm": llm.url}) as gw:
+        r = httpx.post(
+            gw.url + "/v1/completions",
+            json={"prompt": "Name a colour.", "max_tokens": 6, "temperature": 0},
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers["x-fleet-degraded"] == "generation-unavailable; served-by=llm"
+        body = r.json()
+        assert body["object"] == "text_completion" and body["choices"][0]["text"]
