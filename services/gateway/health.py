@@ -1,8 +1,12 @@
 """Active health checks: every replica's ``/ready``, and its ``/v1/models`` now and then.
 
-A replica is healthy after one 200 from ``/ready`` and unhealthy after one failure; a passing
-check also decides a half-open circuit. The models each replica reports give the pool its model
-identity (name + revision), which keys the inference cache.
+A replica is healthy after one 200 from ``/ready``. It turns unhealthy at once when ``/ready``
+says no or nothing listens, but only after two checks in a row time out: a replica busy enough
+to answer slowly is not one to drop all at once (the circuit breaker reacts to real request
+failures anyway). A passing check also decides a half-open circuit.
+
+The models each replica reports give the pool its model identity (name + revision), which
+keys the inference cache.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from services.gateway.circuit import CircuitState
 from services.gateway.pools import Pool, Replica
 
 log = logging.getLogger("modelfleet.gateway.health")
+
+TIMEOUTS_TO_EJECT = 2
 
 
 class HealthChecker:
@@ -71,8 +77,11 @@ class HealthChecker:
         self.rounds += 1
 
     async def check(self, pool: Pool, replica: Replica) -> None:
-        ok, error = await self._probe(replica)
+        ok, error, slow = await self._probe(replica)
         was = replica.healthy
+        replica.check_timeouts = replica.check_timeouts + 1 if slow else 0
+        if slow and replica.check_timeouts < TIMEOUTS_TO_EJECT:
+            ok = was
         replica.healthy = ok
         replica.last_check = time.monotonic()
         replica.last_error = error if not ok else replica.last_error
@@ -89,14 +98,17 @@ class HealthChecker:
             await self._fetch_models(replica)
         pool.publish(replica)
 
-    async def _probe(self, replica: Replica) -> tuple[bool, str | None]:
+    async def _probe(self, replica: Replica) -> tuple[bool, str | None, bool]:
+        """(ready, error, timed out)."""
         try:
             resp = await self.client.get(replica.endpoint("/ready"), timeout=self.timeout_s)
+        except httpx.TimeoutException as exc:
+            return False, repr(exc), True
         except httpx.HTTPError as exc:
-            return False, repr(exc)
+            return False, repr(exc), False
         if resp.status_code != 200:
-            return False, f"/ready answered {resp.status_code}"
-        return True, None
+            return False, f"/ready answered {resp.status_code}", False
+        return True, None, False
 
     async def _fetch_models(self, replica: Replica) -> None:
         try:

@@ -32,8 +32,9 @@ POOLS = (LLM, EMBEDDING, CLASSIFICATION, GENERATION)
 class Replica:
     """One backend process, addressed by its base URL (``http://host:port``)."""
 
-    __slots__ = ("_endpoints", "_prefix", "_targets", "breaker", "healthy", "in_flight",
-                 "last_check", "last_error", "models", "models_at", "origin", "url")  # fmt: skip
+    __slots__ = ("_endpoints", "_prefix", "_targets", "breaker", "check_timeouts", "healthy",
+                 "in_flight", "last_check", "last_error", "models", "models_at", "origin",
+                 "url")  # fmt: skip
 
     def __init__(self, url: str, breaker: CircuitBreaker, healthy: bool = False) -> None:
         self.url = url.rstrip("/")
@@ -42,6 +43,7 @@ class Replica:
         self._targets: dict[str, bytes] = {}
         self.breaker = breaker
         self.healthy = healthy
+        self.check_timeouts = 0
         self.in_flight = 0
         self.models: list[dict[str, Any]] = []
         self.models_at = 0.0

@@ -28,8 +28,11 @@ MODES = ("openai", "status", "hang", "die-mid-stream")
 
 
 class FakeBackend:
-    def __init__(self, mode: str, status: int, chunks: int, delay_s: float, name: str) -> None:
+    def __init__(
+        self, mode: str, status: int, chunks: int, delay_s: float, name: str, ready_status: int
+    ) -> None:
         self.mode = mode
+        self.ready_status = ready_status
         self.status = status
         self.chunks = chunks
         self.delay_s = delay_s
@@ -48,8 +51,10 @@ class FakeBackend:
                     return
         path, method = scope["path"], scope["method"]
         if method == "GET":
-            if path == "/ready" or path == "/health":
-                return await _json(send, 200, {"status": "ready"})
+            if path == "/health":
+                return await _json(send, 200, {"status": "ok"})
+            if path == "/ready":
+                return await _json(send, self.ready_status, {"status": self.ready_status})
             if path == "/v1/models":
                 card = {"id": self.name, "object": "model", "revision": "r1", "ready": True}
                 return await _json(send, 200, {"object": "list", "data": [card]})
@@ -135,6 +140,7 @@ def start_fake(
     chunks: int = 5,
     delay_s: float = 0.2,
     name: str = "fake-model",
+    ready_status: int = 200,
     port: int | None = None,
 ) -> Proc:
     """Start a fake backend process and wait until it listens."""
@@ -144,7 +150,7 @@ def start_fake(
     log_path = LOG_DIR / f"fake-{mode}-{port}.log"
     args = [sys.executable, "-m", "tests.gateway.fakes", "--port", str(port), "--mode", mode,
             "--status", str(status), "--chunks", str(chunks), "--delay", str(delay_s),
-            "--name", name]  # fmt: skip
+            "--name", name, "--ready-status", str(ready_status)]  # fmt: skip
     with log_path.open("wb") as fh:
         popen = subprocess.Popen(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
     wait_port(port, timeout=20)
@@ -170,8 +176,9 @@ def main() -> None:
     p.add_argument("--chunks", type=int, default=5)
     p.add_argument("--delay", type=float, default=0.2)
     p.add_argument("--name", default="fake-model")
+    p.add_argument("--ready-status", type=int, default=200)
     a = p.parse_args()
-    app = FakeBackend(a.mode, a.status, a.chunks, a.delay, a.name)
+    app = FakeBackend(a.mode, a.status, a.chunks, a.delay, a.name, a.ready_status)
     uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning", loop="uvloop",
                 http="httptools")  # fmt: skip
 
