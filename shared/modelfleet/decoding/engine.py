@@ -393,7 +393,7 @@ class Engine:
             self.observer.next_token(seq.route, now - seq.last_token_at)
         seq.last_token_at = now
         seq.next_token = token
-        if token in self.lm.eos_token_ids:
+        if token in self.lm.eos_token_ids and not seq.params.ignore_eos:
             self._finish(seq, "stop", seq.stops.flush())
             return
         text, hit = seq.stops.feed(seq.detok.push(token))

@@ -22,6 +22,8 @@ class SamplingParams:
     top_k: int = 0  # 0 = off
     seed: int | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
+    repetition_penalty: float = 1.0  # > 1 discourages tokens this sequence already generated
+    ignore_eos: bool = False  # generate max_tokens whatever the model says (benchmarks)
 
     @property
     def greedy(self) -> bool:
@@ -31,10 +33,11 @@ class SamplingParams:
 class Sampler:
     """Draws the next token of one sequence."""
 
-    __slots__ = ("_generator", "params")
+    __slots__ = ("_generator", "_seen", "params")
 
     def __init__(self, params: SamplingParams, device: str = "cpu") -> None:
         self.params = params
+        self._seen: dict[int, None] = {}  # generated token ids, in order (repetition penalty)
         self._generator: torch.Generator | None = None
         if not params.greedy:
             seed = params.seed if params.seed is not None else secrets.randbits(63)
@@ -43,6 +46,23 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor) -> int:
         """``logits``: the 1-D float row of this sequence's next-token scores."""
+        p = self.params
+        if p.repetition_penalty != 1.0 and self._seen:
+            seen = torch.tensor(list(self._seen), device=logits.device)
+            picked = logits[seen]
+            logits = logits.index_copy(
+                0,
+                seen,
+                torch.where(
+                    picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty
+                ),
+            )
+        token = self._draw(logits)
+        if p.repetition_penalty != 1.0:
+            self._seen[token] = None
+        return token
+
+    def _draw(self, logits: torch.Tensor) -> int:
         p = self.params
         if self._generator is None:
             return int(torch.argmax(logits).item())

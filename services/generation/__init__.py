@@ -1,0 +1,1 @@
+"""The generation service: OpenAI-compatible completions and summarisation (:3005)."""

@@ -1,0 +1,23 @@
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from modelfleet.decoding.settings import DecoderSettings
+
+
+class GenerationSettings(DecoderSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MODELFLEET_GENERATION_", extra="ignore", frozen=True
+    )
+
+    port: int = Field(default=3005, ge=1, le=65535)
+    summary_chunk_tokens: int = Field(
+        default=1536, ge=64, description="input tokens per map step of a long summary"
+    )
+    summary_map_tokens: int = Field(
+        default=160, ge=16, description="max tokens of each partial (map) summary"
+    )
+    summary_default_tokens: int = Field(default=200, ge=1)
+    summary_repetition_penalty: float = Field(
+        default=1.2, ge=1.0, le=2.0, description="small models loop without it"
+    )
+    summary_max_input_chars: int = Field(default=400_000, ge=1)

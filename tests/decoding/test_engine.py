@@ -1,0 +1,158 @@
+"""The engine in-process on the real packaged model: batch invariance, cancellation, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+import modelfleet.decoding.engine as engine_mod
+from modelfleet.decoding.engine import Engine, Generation
+from modelfleet.decoding.loader import LoadedModel, load_causal_lm
+from modelfleet.decoding.sampling import Sampler, SamplingParams
+from modelfleet.decoding.settings import DecoderSettings
+from modelfleet.errors import ContextLengthExceeded, Overloaded
+from modelfleet.resolve import PACKAGED_LLM, packaged_llm_gguf, resolve
+
+GREEDY = SamplingParams(max_tokens=6, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def lm() -> LoadedModel:
+    source = resolve("", packaged=packaged_llm_gguf, packaged_name=PACKAGED_LLM)
+    return load_causal_lm(source, cache_dir=DecoderSettings().cache_dir, context_window=512)
+
+
+@pytest.fixture(scope="module")
+def prompts(lm: LoadedModel) -> list[list[int]]:
+    texts = ["Tell me about the sea.", "Hi", "Name three colours and explain each one."]
+    out = [
+        list(
+            lm.tokenizer.apply_chat_template(
+                [{"role": "user", "content": t}],
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=False,
+            )
+        )
+        for t in texts
+    ]
+    out.append(list(lm.tokenizer.encode("Count: " + " ".join(str(i) for i in range(60)))))
+    return out
+
+
+@pytest.fixture
+def engine(lm: LoadedModel) -> Iterator[Engine]:
+    eng = Engine(lm, max_batch_size=4, max_queue=8, max_step_tokens=64, prefill_chunk=32)
+    eng.start()
+    yield eng
+    eng.stop()
+
+
+class Recorder(Sampler):
+    """A sampler that keeps every logits row it is given, per prompt length."""
+
+    rows: dict[int, list[torch.Tensor]] = {}
+
+    def __init__(self, params: SamplingParams, device: str = "cpu") -> None:
+        super().__init__(params, device)
+        self.key = -1
+
+    def __call__(self, logits: torch.Tensor) -> int:
+        Recorder.rows.setdefault(self.key, []).append(logits.clone())
+        return super().__call__(logits)
+
+
+def record(engine: Engine, prompt: list[int]) -> Generation:
+    gen = engine.submit(prompt, GREEDY)
+    assert gen._seq is not None and isinstance(gen._seq.sampler, Recorder)
+    gen._seq.sampler.key = len(prompt)
+    return gen
+
+
+def test_logits_are_bitwise_identical_alone_and_in_any_batch(
+    engine: Engine, prompts: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_mod, "Sampler", Recorder)
+    target = prompts[0]
+    runs: list[list[torch.Tensor]] = []
+
+    async def alone() -> None:
+        await record(engine, target).collect()
+
+    async def batched() -> None:
+        await asyncio.gather(*(record(engine, p).collect() for p in [prompts[3], target]))
+
+    async def joins_late() -> None:
+        # Join while two others decode (and the long prompt is mid-prefill in 32-token chunks).
+        others = [record(engine, p) for p in prompts[1:4:2]]
+        await asyncio.sleep(0.3)
+        await asyncio.gather(record(engine, target).collect(), *(g.collect() for g in others))
+
+    for scenario in (alone, batched, joins_late):
+        Recorder.rows = {}
+        asyncio.run(scenario())
+        runs.append(Recorder.rows[len(target)])
+    assert len(runs[0]) == GREEDY.max_tokens
+    for other in runs[1:]:
+        assert len(other) == len(runs[0])
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], other, strict=True))
+
+
+def test_cancel_frees_the_slot(engine: Engine, prompts: list[list[int]]) -> None:
+    async def main() -> None:
+        gen = engine.submit(prompts[1], SamplingParams(max_tokens=400, temperature=0.0))
+        it = aiter(gen)
+        await anext(it)
+        assert engine.running == 1
+        gen.cancel()
+        end = time.monotonic() + 5
+        while engine.running and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        assert engine.running == 0
+
+    asyncio.run(main())
+
+
+def test_full_queue_is_refused_with_retry_after(engine: Engine, prompts: list[list[int]]) -> None:
+    async def main() -> None:
+        long = SamplingParams(max_tokens=300, temperature=0.0)
+        running = [engine.submit(prompts[1], long) for _ in range(4)]
+        while engine.running < 4:
+            await asyncio.sleep(0.01)
+        engine.max_queue = 1
+        waiting = engine.submit(prompts[1], long)
+        with pytest.raises(Overloaded) as exc:
+            engine.submit(prompts[1], long)
+        assert exc.value.status_code == 429 and exc.value.headers()["Retry-After"]
+        for g in [*running, waiting]:
+            g.cancel()
+
+    asyncio.run(main())
+
+
+def test_context_window_names_both_counts(engine: Engine) -> None:
+    with pytest.raises(ContextLengthExceeded) as exc:
+        engine.check_lengths(500, 20)
+    assert "512" in exc.value.message and "500" in exc.value.message and "20" in exc.value.message
+
+
+def test_stop_string_and_finish_reasons(engine: Engine, lm: LoadedModel) -> None:
+    prompt = list(lm.tokenizer.encode("1, 2, 3, 4, 5,"))
+
+    async def main() -> list[Any]:
+        free = engine.submit(prompt, SamplingParams(max_tokens=8, temperature=0.0)).collect()
+        stop = engine.submit(
+            prompt, SamplingParams(max_tokens=8, temperature=0.0, stop=(" 8",))
+        ).collect()
+        return list(await asyncio.gather(free, stop))
+
+    free, stopped = asyncio.run(main())
+    assert free.finish_reason == "length" and free.completion_tokens == 8
+    assert " 8" in free.text
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == free.text[: free.text.index(" 8")]
