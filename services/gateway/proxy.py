@@ -164,7 +164,12 @@ class Gateway:
             reply = result
             if cacheable:  # cacheable, but no cache is configured
                 reply = Reply(reply.status, reply.body, {**reply.headers, X_CACHE: "bypass"})
-        if ep.counts_tokens and self.limiter.counts_tokens() and reply.status == 200:
+        if (
+            ep.counts_tokens
+            and self.limiter.counts_tokens()
+            and reply.status == 200
+            and reply.headers.get(X_CACHE) != "hit"  # a cached answer cost no completion
+        ):
             self._later(self.limiter.add_tokens(client_id, _usage_tokens(reply.body)))
         return reply
 
