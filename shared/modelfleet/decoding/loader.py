@@ -9,6 +9,7 @@ together on a shared volume never see a half-written model.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -65,6 +66,19 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
     target = gguf_cache_dir(gguf, cache_dir)
     if (target / _CONVERTED_MARKER).exists():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Processes on one host (llm and generation starting together) convert once: the second
+    # waits for the lock and finds the result. The rename below keeps hosts sharing a volume
+    # without working locks safe too.
+    with (target.parent / f".{target.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / _CONVERTED_MARKER).exists():
+            return target
+        _convert(gguf, target)
+    return target
+
+
+def _convert(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -80,7 +94,6 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         model.save_pretrained(tmp)
@@ -98,7 +111,6 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
         "GGUF converted",
         extra={"dir": str(target), "seconds": round(time.perf_counter() - t0, 1)},
     )
-    return target
 
 
 def load_causal_lm(
