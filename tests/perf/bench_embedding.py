@@ -15,8 +15,8 @@ from tests.perf.common import SENTENCES, PeakRss, median, merge_results, wrk_pos
 from tests.support.procs import service
 
 ROUNDS = 3
-BATCH_SIZES = (16, 32, 64, 128)
-N_INPROC = 1024
+BATCH_SIZES = (16, 32, 64)
+N_INPROC = 512
 
 
 def inprocess_best(model: Any) -> tuple[float, int]:
