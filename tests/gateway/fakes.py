@@ -29,8 +29,16 @@ MODES = ("openai", "status", "hang", "die-mid-stream")
 
 class FakeBackend:
     def __init__(
-        self, mode: str, status: int, chunks: int, delay_s: float, name: str, ready_status: int
+        self,
+        mode: str,
+        status: int,
+        chunks: int,
+        delay_s: float,
+        name: str,
+        ready_status: int,
+        reply_delay_s: float = 0.0,
     ) -> None:
+        self.reply_delay_s = reply_delay_s
         self.mode = mode
         self.ready_status = ready_status
         self.status = status
@@ -87,6 +95,8 @@ class FakeBackend:
         if self.mode == "hang":
             await asyncio.sleep(3600)
         payload = self.last_body or {}
+        if self.reply_delay_s:
+            await asyncio.sleep(self.reply_delay_s)  # a backend busy elsewhere (no CPU here)
         if payload.get("stream"):
             return await self._stream(send, path)
         if path == "/v1/chat/completions":
@@ -141,6 +151,7 @@ def start_fake(
     delay_s: float = 0.2,
     name: str = "fake-model",
     ready_status: int = 200,
+    reply_delay_s: float = 0.0,
     port: int | None = None,
 ) -> Proc:
     """Start a fake backend process and wait until it listens."""
@@ -150,7 +161,8 @@ def start_fake(
     log_path = LOG_DIR / f"fake-{mode}-{port}.log"
     args = [sys.executable, "-m", "tests.gateway.fakes", "--port", str(port), "--mode", mode,
             "--status", str(status), "--chunks", str(chunks), "--delay", str(delay_s),
-            "--name", name, "--ready-status", str(ready_status)]  # fmt: skip
+            "--name", name, "--ready-status", str(ready_status),
+            "--reply-delay", str(reply_delay_s)]  # fmt: skip
     with log_path.open("wb") as fh:
         popen = subprocess.Popen(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
     wait_port(port, timeout=20)
@@ -177,8 +189,9 @@ def main() -> None:
     p.add_argument("--delay", type=float, default=0.2)
     p.add_argument("--name", default="fake-model")
     p.add_argument("--ready-status", type=int, default=200)
+    p.add_argument("--reply-delay", type=float, default=0.0)
     a = p.parse_args()
-    app = FakeBackend(a.mode, a.status, a.chunks, a.delay, a.name, a.ready_status)
+    app = FakeBackend(a.mode, a.status, a.chunks, a.delay, a.name, a.ready_status, a.reply_delay)
     uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning", loop="uvloop",
                 http="httptools")  # fmt: skip
 
