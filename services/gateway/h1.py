@@ -29,6 +29,7 @@ Headers = list[tuple[bytes, bytes]]
 # Pause reading from a backend when a slow client lets this much of a stream pile up.
 HIGH_WATER = 1 << 20
 LOW_WATER = 1 << 18
+SWEEP_EVERY = 1024
 
 
 class UpstreamConnectError(Exception):
@@ -241,6 +242,7 @@ class H1Pool:
         self.keepalive_expiry_s = keepalive_expiry_s
         self._idle: dict[Origin, list[_Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
+        self._releases = 0
         self.opened = 0
 
     async def post(
@@ -334,6 +336,25 @@ class H1Pool:
             self._idle.setdefault(origin, []).append(conn)
         else:
             conn.close()
+        self._releases += 1
+        if self._releases % SWEEP_EVERY == 0:
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Close expired idle connections and forget origins left with none (replicas that
+        went away are never asked for a connection again)."""
+        now = time.monotonic()
+        for origin in list(self._idle):
+            keep = []
+            for conn in self._idle[origin]:
+                if conn.closed or now - conn.idle_since >= self.keepalive_expiry_s:
+                    conn.close()
+                else:
+                    keep.append(conn)
+            if keep:
+                self._idle[origin] = keep
+            else:
+                del self._idle[origin]
 
     def idle_count(self) -> int:
         return sum(len(v) for v in self._idle.values())

@@ -156,3 +156,23 @@ def test_stream_yields_each_chunk_as_it_arrives(fake_openai: Proc) -> None:
     assert len(arrivals) == 5
     # 0.2 s between the backend's chunks: they come one by one, not all at the end.
     assert arrivals[0] < 0.15 and arrivals[-1] > 0.6
+
+
+def test_sweep_forgets_origins_whose_connections_closed_or_expired() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await reader.read()
+
+    async def main() -> None:
+        server, origin = await serve(handler)
+        pool = H1Pool(connect_timeout_s=1, keepalive_expiry_s=0.05)
+        await pool.post(origin, b"/", b"{}", b"", 5)
+        assert pool.idle_count() == 1
+        await asyncio.sleep(0.1)
+        pool.sweep()
+        assert pool.idle_count() == 0 and not pool._idle
+        server.close()
+
+    asyncio.run(main())
