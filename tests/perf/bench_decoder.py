@@ -33,8 +33,11 @@ from tests.support.procs import Proc, service
 
 NEW_TOKENS = 64
 CONCURRENCY = 16
-ROUNDS = 2
-WRK_SECONDS = 30
+# Short alternating rounds: on a shared machine the noise comes in bursts of tens of seconds,
+# so many short paired rounds (and the median of their ratios) beat a few long ones.
+ROUNDS = 5
+WRK_SECONDS = 12
+INPROC_ROUNDS = 2
 TOPICS = [
     "a lighthouse keeper", "a lost robot", "the first day of school", "a dragon who hates gold",
     "a city under the sea", "a time-travelling cat", "an old violin", "a secret garden",
@@ -278,7 +281,7 @@ def run() -> dict[str, Any]:
     fp32, int8 = EngineRunner(inproc, "none"), EngineRunner(inproc, "int8")
     rates: dict[str, list[float]] = {"engine": [], "int8": [], "static": [], "hf_cb": []}
     try:
-        for _ in range(ROUNDS):
+        for _ in range(INPROC_ROUNDS):
             rates["engine"].append(fp32.wave())
             rates["int8"].append(int8.wave())
             rate, static_ids = inproc.static_generate()
@@ -293,7 +296,8 @@ def run() -> dict[str, Any]:
 
     service_rate = median(s["tokens_per_s"] for s in served)
     inproc_rate = median(static_rates)
-    ratio = service_rate / inproc_rate
+    ratios = [s["tokens_per_s"] / r for s, r in zip(served, static_rates, strict=True)]
+    ratio = median(ratios)
     ttft_idle_p50 = median(idle) * 1000
     return {
         "decoder_throughput": {
@@ -305,6 +309,7 @@ def run() -> dict[str, Any]:
             "concurrency": CONCURRENCY,
             "max_tokens": NEW_TOKENS,
             "rounds": ROUNDS,
+            "ratio_per_round": [round(r, 2) for r in ratios],
             "failed_requests": int(sum(s["failed"] for s in served)),
             "ratio": round(ratio, 3),
             "target": ">= 0.8 of in-process",

@@ -208,7 +208,7 @@ class Engine:
             params=params,
             route=route,
             generation=gen,
-            sampler=Sampler(params, self.lm.device),
+            sampler=Sampler(params),  # logits come back to the CPU for sampling
             detok=IncrementalDetokenizer(self.lm.tokenizer, prompt),
             stops=StopMatcher(params.stop),
             arrival=now,
