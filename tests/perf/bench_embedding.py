@@ -7,6 +7,7 @@ in-process baseline and the service so both see the same machine noise; medians 
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -32,6 +33,8 @@ def inprocess_best(model: Any) -> tuple[float, int]:
 
 
 def run(duration_s: int = 10) -> dict[str, Any]:
+    # Same tokenizer threading as the service process gets from tests.support.procs.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(packaged_embedding_dir()), device="cpu")
