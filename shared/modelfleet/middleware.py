@@ -35,6 +35,19 @@ def _incoming_request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+_FORM = b"application/x-www-form-urlencoded"
+
+
+def _json_for_form_posts(scope: Scope) -> None:
+    """Read a form-typed body as JSON: no fleet route takes forms, and ``curl -d`` sends this."""
+    headers = scope["headers"]
+    for i, (name, value) in enumerate(headers):
+        if name == b"content-type":
+            if value.startswith(_FORM):
+                scope["headers"] = [*headers[:i], (name, b"application/json"), *headers[i + 1 :]]
+            return
+
+
 class _RouteMeters:
     __slots__ = ("duration", "in_flight", "metrics", "route", "statuses")
 
@@ -74,6 +87,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         rid = _incoming_request_id(scope)
+        _json_for_form_posts(scope)
         token = request_id_var.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
         path: str = scope["path"]

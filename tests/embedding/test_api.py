@@ -165,3 +165,12 @@ def test_request_id_is_in_the_json_log_lines(embedding_proc: Proc) -> None:
              if x.startswith("{")]  # fmt: skip
     mine = [x for x in lines if x.get("request_id") == "rid-in-logs-42"]
     assert mine and mine[0]["service"] == "embedding" and mine[0]["status"] == 200
+
+
+def test_curl_style_form_content_type_is_read_as_json(embedding_proc: Proc) -> None:
+    r = httpx.post(
+        f"{embedding_proc.url}/v1/embeddings",
+        content=b'{"input": "sent the way curl -d sends it"}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200, r.text
