@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from modelfleet.app import json_response
-from modelfleet.errors import InvalidRequest, PayloadTooLarge
-from modelfleet.resolve import PACKAGED_EMBEDDING, packaged_embedding_dir, resolve
+from modelfleet.errors import InvalidRequest
+from modelfleet.resolve import resolve_encoder
 from modelfleet.service import ModelService
 from services.classification.backends import (
     ClassifierBackend,
@@ -32,12 +32,7 @@ class ClassificationService(ModelService):
 
     def __init__(self, settings: ClassificationSettings) -> None:
         super().__init__(settings)
-        source = resolve(
-            settings.model,
-            packaged=packaged_embedding_dir,
-            packaged_name=PACKAGED_EMBEDDING,
-            revision=settings.model_revision,
-        )
+        source = resolve_encoder(settings.model, settings.model_revision)
         kind = settings.backend
         if kind == "auto":
             kind = "sequence-classification" if is_sequence_classifier(source) else "embedding"
@@ -86,16 +81,7 @@ class ClassificationService(ModelService):
         self.ensure_ready()
         s = self.settings
         texts = [body.input] if isinstance(body.input, str) else body.input
-        if len(texts) > s.max_input_items:
-            raise InvalidRequest(
-                f"too many inputs: {len(texts)} > {s.max_input_items}", param="input"
-            )
-        for i, t in enumerate(texts):
-            if len(t) > s.max_input_chars:
-                raise PayloadTooLarge(
-                    f"input[{i}] has {len(t)} characters, over the {s.max_input_chars} limit",
-                    param="input",
-                )
+        self.check_inputs(texts)
         labels = self._labels(body)
         self.backend.validate(body.task, labels)
         items = [ClassifyItem(t, body.task, labels, body.top_k) for t in texts]

@@ -11,8 +11,8 @@ from starlette.responses import Response
 
 from modelfleet.app import json_response
 from modelfleet.encoder import Encoded, SentenceEncoder
-from modelfleet.errors import InvalidRequest, PayloadTooLarge
-from modelfleet.resolve import PACKAGED_EMBEDDING, packaged_embedding_dir, resolve
+from modelfleet.errors import InvalidRequest
+from modelfleet.resolve import resolve_encoder
 from modelfleet.service import ModelService
 from services.embedding.schemas import EmbeddingRequest, SimilarityRequest
 from services.embedding.settings import EmbeddingSettings
@@ -35,12 +35,7 @@ class EmbeddingService(ModelService):
 
     def __init__(self, settings: EmbeddingSettings) -> None:
         super().__init__(settings)
-        source = resolve(
-            settings.model,
-            packaged=packaged_embedding_dir,
-            packaged_name=PACKAGED_EMBEDDING,
-            revision=settings.model_revision,
-        )
+        source = resolve_encoder(settings.model, settings.model_revision)
         self.encoder = SentenceEncoder(source, settings.device, settings.dtype)
         self.model_id = source.name
         self.forward = self.batcher(self._forward_one_batch)
@@ -63,16 +58,7 @@ class EmbeddingService(ModelService):
         """Validate limits, then run ``texts`` through the micro-batcher."""
         self.ensure_ready()
         s = self.settings
-        if len(texts) > s.max_input_items:
-            raise InvalidRequest(
-                f"too many inputs: {len(texts)} > {s.max_input_items}", param="input"
-            )
-        for i, t in enumerate(texts):
-            if len(t) > s.max_input_chars:
-                raise PayloadTooLarge(
-                    f"input[{i}] has {len(t)} characters, over the {s.max_input_chars} limit",
-                    param="input",
-                )
+        self.check_inputs(texts)
         parts = await self.forward.submit(texts, timeout=s.request_timeout_s)
         enc = merge(parts)
         self.metrics.input_tokens.labels(self.name, route).inc(sum(enc.tokens))

@@ -79,6 +79,13 @@ def resolve(
     return ModelSource(spec, spec, local=False, revision=revision)
 
 
+def resolve_encoder(spec: str, revision: str | None = None) -> ModelSource:
+    """Resolve an encoder MODEL setting, defaulting to the packaged all-MiniLM-L6-v2."""
+    return resolve(
+        spec, packaged=packaged_embedding_dir, packaged_name=PACKAGED_EMBEDDING, revision=revision
+    )
+
+
 def weights_fingerprint(directory: Path, sample_bytes: int = 1 << 20) -> str:
     """A short, cheap identity of a model's weights: names, sizes and the first MiB of each file.
 

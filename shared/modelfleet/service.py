@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 from fastapi import APIRouter
 
 from modelfleet.batching import MicroBatcher
-from modelfleet.errors import ModelNotReady
+from modelfleet.errors import InvalidRequest, ModelNotReady, PayloadTooLarge
 from modelfleet.gpu import GpuCollector
 from modelfleet.metrics import Metrics
 from modelfleet.settings import ModelServiceSettings
@@ -96,6 +96,20 @@ class ModelService(abc.ABC):
                 f"{self.name} is still loading its model" if not self.failed else self.failed,
                 retry_after=5,
             )
+
+    def check_inputs(self, texts: Sequence[str]) -> None:
+        """Enforce ``MAX_INPUT_ITEMS`` (400) and ``MAX_INPUT_CHARS`` (413) on a request's texts."""
+        s = self.settings
+        if len(texts) > s.max_input_items:
+            raise InvalidRequest(
+                f"too many inputs: {len(texts)} > {s.max_input_items}", param="input"
+            )
+        for i, t in enumerate(texts):
+            if len(t) > s.max_input_chars:
+                raise PayloadTooLarge(
+                    f"input[{i}] has {len(t)} characters, over the {s.max_input_chars} limit",
+                    param="input",
+                )
 
     async def start(self) -> None:
         """Load and warm the model off the event loop, then start batchers and mark ready."""
