@@ -48,8 +48,8 @@ stop: ## stop what `make run` started
 test: install sysdeps ## the full default test tier (what CI runs)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: install sysdeps ## the heavier tier
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+test-slow: install sysdeps ## the heavier tier (tests marked slow; exit 5 = none marked right now)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: install ## ruff + mypy
 	$(BIN)/ruff check .

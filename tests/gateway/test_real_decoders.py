@@ -1,7 +1,7 @@
 """The OpenAI chat and completion routes through the gateway to the real decoder services.
 
-Slow tier: the llm and generation services load real (small) models. The default tier covers
-the same gateway behaviour with paced fake backends (test_faults.py, test_proxy.py).
+The llm and generation services load the real packaged model (about 15 s for this module);
+test_faults.py and test_proxy.py cover timings only paced fake backends can produce.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import pytest
 
 from tests.gateway.conftest import gateway
 from tests.support.procs import ROOT, Proc, free_port, start_service, wait_until_ready
-
-pytestmark = pytest.mark.slow
 
 DECODERS = ("llm", "generation")
 CHAT: list[Any] = [{"role": "user", "content": "Say hi in three words."}]
