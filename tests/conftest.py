@@ -1,4 +1,5 @@
-"""Session-wide fixtures: one real process per model service, started on first use."""
+"""Session-wide fixtures: one real process per model service, started on first use and
+shared by every test module that needs it."""
 
 from __future__ import annotations
 
@@ -10,18 +11,48 @@ import pytest
 from tests.support.procs import Proc, start_redis, start_service
 
 
-@pytest.fixture(scope="session")
-def embedding_proc() -> Iterator[Proc]:
-    proc = start_service("embedding", {"MAX_BATCH_SIZE": "32", "MAX_INPUT_ITEMS": "64"})
+def _session_service(name: str, env: dict[str, str]) -> Iterator[Proc]:
+    proc = start_service(name, env, timeout=300)
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def embedding_proc() -> Iterator[Proc]:
+    yield from _session_service("embedding", {"MAX_BATCH_SIZE": "32", "MAX_INPUT_ITEMS": "64"})
 
 
 @pytest.fixture(scope="session")
 def classification_proc() -> Iterator[Proc]:
-    proc = start_service("classification", {"MAX_INPUT_ITEMS": "64"})
-    yield proc
-    proc.stop()
+    yield from _session_service("classification", {"MAX_INPUT_ITEMS": "64"})
+
+
+# Small batch and queue so the llm's limits are cheap to reach in tests.
+LLM_ENV = {
+    "MAX_BATCH_SIZE": "4",
+    "MAX_QUEUE": "4",
+    "CONTEXT_WINDOW": "1024",
+    "MAX_TOKENS_CAP": "512",
+    "DEFAULT_MAX_TOKENS": "32",
+}
+# Small summary chunks so short test inputs exercise map-reduce.
+GENERATION_ENV = {
+    "MAX_BATCH_SIZE": "8",
+    "CONTEXT_WINDOW": "2048",
+    "DEFAULT_MAX_TOKENS": "32",
+    "SUMMARY_CHUNK_TOKENS": "160",
+    "SUMMARY_MAP_TOKENS": "40",
+}
+
+
+@pytest.fixture(scope="session")
+def llm_proc() -> Iterator[Proc]:
+    yield from _session_service("llm", LLM_ENV)
+
+
+@pytest.fixture(scope="session")
+def generation_proc() -> Iterator[Proc]:
+    yield from _session_service("generation", GENERATION_ENV)
 
 
 @pytest.fixture(scope="session")

@@ -6,50 +6,21 @@ test_faults.py and test_proxy.py cover timings only paced fake backends can prod
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
-import pytest
 
 from tests.gateway.conftest import gateway
-from tests.support.procs import ROOT, Proc, free_port, start_service, wait_until_ready
+from tests.support.procs import Proc, free_port
 
-DECODERS = ("llm", "generation")
 CHAT: list[Any] = [{"role": "user", "content": "Say hi in three words."}]
 
 
-def _proc(request: pytest.FixtureRequest, name: str) -> Iterator[Proc]:
-    if not (ROOT / "services" / name / "__main__.py").is_file():
-        pytest.skip(f"services/{name} is not in the tree yet")
-    try:  # the suite-wide process, when tests/conftest.py defines one
-        yield request.getfixturevalue(f"{name}_proc")
-        return
-    except pytest.FixtureLookupError:
-        pass
-    proc = start_service(name, wait_ready=False)
-    try:
-        wait_until_ready(proc, 300)
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
-def generation(request: pytest.FixtureRequest) -> Iterator[Proc]:
-    yield from _proc(request, "generation")
-
-
-@pytest.fixture(scope="module")
-def llm(request: pytest.FixtureRequest) -> Iterator[Proc]:
-    yield from _proc(request, "llm")
-
-
 def test_openai_client_through_the_gateway_to_both_decoders(
-    llm: Proc, generation: Proc, redis_proc: Proc
+    llm_proc: Proc, generation_proc: Proc, redis_proc: Proc
 ) -> None:
-    with gateway({"llm": llm.url, "generation": generation.url}, redis_proc) as gw:
+    with gateway({"llm": llm_proc.url, "generation": generation_proc.url}, redis_proc) as gw:
         client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
         chat = client.chat.completions.with_raw_response.create(
             model="smollm2", messages=CHAT, max_tokens=8, temperature=0
@@ -72,10 +43,10 @@ def test_openai_client_through_the_gateway_to_both_decoders(
 
 
 def test_chat_is_served_by_the_real_generation_service_when_llm_is_down(
-    generation: Proc,
+    generation_proc: Proc,
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    with gateway({"llm": dead, "generation": generation.url}) as gw:
+    with gateway({"llm": dead, "generation": generation_proc.url}) as gw:
         client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
         raw = client.chat.completions.with_raw_response.create(
             model="smollm2", messages=CHAT, max_tokens=8, temperature=0
@@ -93,10 +64,10 @@ def test_chat_is_served_by_the_real_generation_service_when_llm_is_down(
 
 
 def test_completions_are_served_by_the_real_llm_service_when_generation_is_down(
-    llm: Proc,
+    llm_proc: Proc,
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    with gateway({"generation": dead, "llm": llm.url}) as gw:
+    with gateway({"generation": dead, "llm": llm_proc.url}) as gw:
         r = httpx.post(
             gw.url + "/v1/completions",
             json={"prompt": "Name a colour.", "max_tokens": 6, "temperature": 0},

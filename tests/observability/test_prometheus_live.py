@@ -9,8 +9,7 @@ Prometheus Operator attaches), so the queries are evaluated as they will be in a
 The same goes for the autoscaling signals: prometheus-adapter's rules and the KEDA triggers.
 
 GPU metrics exist only on a GPU node: their panels and alert are checked to parse (status
-"success") and return no series here. Queries on the metrics of a service that is not in the
-tree yet (the gateway, the decoders while they are being written) are skipped with that reason.
+"success") and return no series here. Everything else must return series: all five processes run.
 """
 
 from __future__ import annotations
@@ -31,15 +30,13 @@ import yaml
 
 from tests.charts.helm import render
 from tests.observability.queries import (
-    DECODER_METRICS,
-    GATEWAY_METRICS,
     Query,
     adapter_queries,
     alert_queries,
     dashboard_queries,
     variable_queries,
 )
-from tests.support.procs import LOG_DIR, ROOT, Proc, free_port, start_service, wait_until_ready
+from tests.support.procs import LOG_DIR, Proc, free_port, start_service
 
 MODEL_SERVICES = ("llm", "embedding", "classification", "generation")
 NAMESPACE = "modelfleet-test"
@@ -49,77 +46,33 @@ SCRAPE_INTERVAL_S = 1.0
 # Dashboards use Grafana's $__rate_interval (4 scrape intervals at least); 15 s of 1 s scrapes.
 RATE_INTERVAL = "15s"
 
-pytestmark = pytest.mark.skipif(
-    PROMETHEUS is None, reason="prometheus is not installed (`make sysdeps` installs it)"
-)
-
-
-def _exists(service: str) -> bool:
-    return (ROOT / "services" / service / "__main__.py").is_file()
-
 
 @dataclass
 class Fleet:
     procs: dict[str, Proc]
 
-    def missing_for(self, query: Query) -> str | None:
-        """Why a query cannot return series here, or None when it must."""
-        if query.metrics & GATEWAY_METRICS and "gateway" not in self.procs:
-            return "needs the gateway, which is not in the tree yet"
-        decoders = {"llm", "generation"} & set(self.procs)
-        if query.metrics & DECODER_METRICS and not decoders:
-            return "needs a decoder service (llm or generation), not in the tree yet"
-        return None
-
-
-def _session_proc(request: pytest.FixtureRequest, name: str) -> Proc | None:
-    """The session-wide process of tests/conftest.py, when the lead's conftest defines one."""
-    try:
-        proc = request.getfixturevalue(f"{name}_proc")
-    except pytest.FixtureLookupError:
-        return None
-    assert isinstance(proc, Proc)
-    return proc
-
 
 @pytest.fixture(scope="module")
-def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    procs: dict[str, Proc] = {}
-    own: list[Proc] = []
-    for name in MODEL_SERVICES:
-        if not _exists(name):
-            continue
-        proc = _session_proc(request, name)
-        if proc is None:
-            # Loading in parallel: the decoders take most of this test's time.
-            proc = start_service(name, wait_ready=False)
-            own.append(proc)
-        procs[name] = proc
-    for proc in own:
-        wait_until_ready(proc)
-    if _exists("gateway"):
-        redis = _session_proc(request, "redis")
-        env = {
-            "API_KEYS": API_KEY,
-            "DISCOVERY": "static",
-            # An absent service gets an empty pool, not the default localhost port.
-            **{f"{n.upper()}_URLS": procs[n].url if n in procs else "" for n in MODEL_SERVICES},
-        }
-        if redis is not None:
-            env["REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0"
-        gateway = start_service("gateway", env)
-        own.append(gateway)
-        procs["gateway"] = gateway
+def fleet(request: pytest.FixtureRequest, redis_proc: Proc) -> Iterator[Fleet]:
+    # The suite's session-wide service processes (tests/conftest.py), plus a gateway over them.
+    procs: dict[str, Proc] = {n: request.getfixturevalue(f"{n}_proc") for n in MODEL_SERVICES}
+    env = {
+        "API_KEYS": API_KEY,
+        "DISCOVERY": "static",
+        "REDIS_URL": f"redis://127.0.0.1:{redis_proc.port}/0",
+        **{f"{n.upper()}_URLS": procs[n].url for n in MODEL_SERVICES},
+    }
+    gateway = start_service("gateway", env)
+    procs["gateway"] = gateway
     try:
         yield Fleet(procs)
     finally:
-        for proc in reversed(own):
-            proc.stop()
+        gateway.stop()
 
 
 @pytest.fixture(scope="module")
 def prometheus(fleet: Fleet) -> Iterator[str]:
-    assert PROMETHEUS is not None
+    assert PROMETHEUS is not None, "prometheus is not installed (`make sysdeps` installs it)"
     workdir = Path(tempfile.mkdtemp(prefix="mf-prometheus-"))
     config = {
         "global": {
@@ -207,7 +160,7 @@ def _query(prometheus: str, promql: str) -> dict[str, Any]:
 
 
 def _drive(fleet: Fleet) -> None:
-    """Traffic each service sees in production, directly and (when present) through the gateway."""
+    """Traffic each service sees in production, directly and through the gateway."""
     requests: dict[str, list[tuple[str, dict[str, Any]]]] = {
         "embedding": [
             ("/v1/embeddings", {"input": ["the fleet is up", "a second sentence"]}),
@@ -228,21 +181,17 @@ def _drive(fleet: Fleet) -> None:
         ],
     }  # fmt: skip
     with httpx.Client(timeout=120) as client:
+        gateway = fleet.procs["gateway"].url
         for name, calls in requests.items():
-            if name not in fleet.procs:
-                continue
             for route, body in calls:
                 for _ in range(3):
                     _post(client, fleet.procs[name].url + route, body)
-                if "gateway" in fleet.procs:
-                    # Twice: the second deterministic request is a cache hit.
-                    for _ in range(2):
-                        _post(client, fleet.procs["gateway"].url + route, body, API_KEY)
-        if "gateway" in fleet.procs:
-            gateway = fleet.procs["gateway"].url
-            client.get(f"{gateway}/v1/models", headers={"Authorization": f"Bearer {API_KEY}"})
-            # A rejected key: the auth side of the rate-limit metric.
-            client.get(f"{gateway}/v1/models", headers={"Authorization": "Bearer wrong-key"})
+                # Twice: the second deterministic request is a cache hit.
+                for _ in range(2):
+                    _post(client, gateway + route, body, API_KEY)
+        client.get(f"{gateway}/v1/models", headers={"Authorization": f"Bearer {API_KEY}"})
+        # A rejected key: the auth side of the rate-limit metric.
+        client.get(f"{gateway}/v1/models", headers={"Authorization": "Bearer wrong-key"})
 
 
 def _post(client: httpx.Client, url: str, body: dict[str, Any], key: str | None = None) -> None:
@@ -282,9 +231,6 @@ def _check(query: Query, fleet: Fleet, prometheus: str) -> None:
         # No GPU here: the query is valid PromQL over metrics that only exist on a GPU node.
         assert series == [], f"{query.source}: GPU series on a machine without a GPU?"
         return
-    reason = fleet.missing_for(query)
-    if reason and not series:
-        pytest.skip(f"{query.source}: {reason}")
     assert series, f"{query.source} returned no series:\n{query.promql}"
 
 
@@ -323,30 +269,22 @@ def test_alert_signal_returns_series(query: Query, fleet: Fleet, scraped: str) -
 
 # Not just present: the traffic of _drive() must show in the series the dashboards plot.
 TRAFFIC_SIGNALS = {
-    "requests per service": ("sum by (service) (modelfleet_requests_total) > 0", None),
-    "batched items": ("sum by (service) (modelfleet_batch_size_count) > 0", None),
-    "input tokens": ("sum by (service) (modelfleet_input_tokens_total) > 0", None),
-    "decoder tokens": ("sum by (service) (modelfleet_completion_tokens_total) > 0", "llm"),
-    "time to first token": (
-        "sum by (service) (modelfleet_time_to_first_token_seconds_count) > 0",
-        "llm",
-    ),
-    "gateway upstream calls": (
-        "sum by (pool) (modelfleet_upstream_duration_seconds_count) > 0",
-        "gateway",
-    ),
-    "cache hits": ('sum(modelfleet_cache_requests_total{result="hit"}) > 0', "gateway"),
-    "refused keys": ('sum(modelfleet_rate_limited_total{kind="auth"}) > 0', "gateway"),
-    "healthy backends": ("sum by (pool) (modelfleet_backend_up) > 0", "gateway"),
-    "redis up": ("max(modelfleet_redis_up) > 0", "gateway"),
+    "requests per service": "sum by (service) (modelfleet_requests_total) > 0",
+    "batched items": "sum by (service) (modelfleet_batch_size_count) > 0",
+    "input tokens": "sum by (service) (modelfleet_input_tokens_total) > 0",
+    "decoder tokens": "sum by (service) (modelfleet_completion_tokens_total) > 0",
+    "time to first token": "sum by (service) (modelfleet_time_to_first_token_seconds_count) > 0",
+    "gateway upstream calls": "sum by (pool) (modelfleet_upstream_duration_seconds_count) > 0",
+    "cache hits": 'sum(modelfleet_cache_requests_total{result="hit"}) > 0',
+    "refused keys": 'sum(modelfleet_rate_limited_total{kind="auth"}) > 0',
+    "healthy backends": "sum by (pool) (modelfleet_backend_up) > 0",
+    "redis up": "max(modelfleet_redis_up) > 0",
 }
 
 
 @pytest.mark.parametrize("signal", TRAFFIC_SIGNALS)
 def test_traffic_shows_in_the_series(signal: str, fleet: Fleet, scraped: str) -> None:
-    promql, needs = TRAFFIC_SIGNALS[signal]
-    if needs is not None and needs not in fleet.procs:
-        pytest.skip(f"needs {needs}, not in the tree yet")
+    promql = TRAFFIC_SIGNALS[signal]
     body = _query(scraped, promql)
     assert body["status"] == "success", body
     assert body["data"]["result"], f"{signal}: {promql} is empty after the traffic"
