@@ -15,26 +15,22 @@ class _Doc(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class ChatCompletionRequest(_Doc):
+class _Sampling(_Doc):
     model: str | None = None
+    temperature: float | None = Field(default=None, description="0 makes the answer cacheable")
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    seed: int | None = None
+
+
+class ChatCompletionRequest(_Sampling):
     messages: list[dict[str, Any]] = Field(description="[{role, content}, ...]")
-    temperature: float | None = Field(default=None, description="0 makes the answer cacheable")
-    max_tokens: int | None = None
-    top_p: float | None = None
-    stop: str | list[str] | None = None
-    stream: bool = False
-    seed: int | None = None
 
 
-class CompletionRequest(_Doc):
-    model: str | None = None
+class CompletionRequest(_Sampling):
     prompt: str | list[str]
-    temperature: float | None = Field(default=None, description="0 makes the answer cacheable")
-    max_tokens: int | None = None
-    top_p: float | None = None
-    stop: str | list[str] | None = None
-    stream: bool = False
-    seed: int | None = None
 
 
 class EmbeddingRequest(_Doc):
