@@ -83,9 +83,15 @@ def _groups(items: list[ClassifyItem]) -> dict[Any, list[int]]:
 class EmbeddingBackend:
     kind = "embedding"
 
-    def __init__(self, source: ModelSource, device: str, dtype: str, tasks_dir: Path | None
-                 ) -> None:  # fmt: skip
-        self.encoder = SentenceEncoder(source, device, dtype)
+    def __init__(
+        self,
+        source: ModelSource,
+        device: str,
+        dtype: str,
+        tasks_dir: Path | None,
+        packed: bool = True,
+    ) -> None:
+        self.encoder = SentenceEncoder(source, device, dtype, packed)
         self.tasks_dir = tasks_dir
         self.revision = "unknown"
         self.classifier: Any = None

@@ -41,7 +41,7 @@ class ClassificationService(ModelService):
             self.backend = SequenceClassificationBackend(source, settings.device, settings.dtype)
         else:
             self.backend = EmbeddingBackend(
-                source, settings.device, settings.dtype, settings.tasks_dir
+                source, settings.device, settings.dtype, settings.tasks_dir, settings.packed
             )
         self.model_id = source.name
         self.forward = self.batcher(self.backend.classify_batch)

@@ -4,10 +4,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from modelfleet.settings import ModelServiceSettings
+from modelfleet.settings import EncoderServiceSettings
 
 
-class ClassificationSettings(ModelServiceSettings):
+class ClassificationSettings(EncoderServiceSettings):
     model_config = SettingsConfigDict(
         env_prefix="MODELFLEET_CLASSIFICATION_", extra="ignore", frozen=True
     )

@@ -36,7 +36,7 @@ class EmbeddingService(ModelService):
     def __init__(self, settings: EmbeddingSettings) -> None:
         super().__init__(settings)
         source = resolve_encoder(settings.model, settings.model_revision)
-        self.encoder = SentenceEncoder(source, settings.device, settings.dtype)
+        self.encoder = SentenceEncoder(source, settings.device, settings.dtype, settings.packed)
         self.model_id = source.name
         self.forward = self.batcher(self._forward_one_batch)
 

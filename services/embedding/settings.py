@@ -1,10 +1,10 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from modelfleet.settings import ModelServiceSettings
+from modelfleet.settings import EncoderServiceSettings
 
 
-class EmbeddingSettings(ModelServiceSettings):
+class EmbeddingSettings(EncoderServiceSettings):
     model_config = SettingsConfigDict(
         env_prefix="MODELFLEET_EMBEDDING_", extra="ignore", frozen=True
     )

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from modelfleet.devices import pick_device, torch_dtype
+from modelfleet.packed import PackedBertEncoder, packed_encoder
 from modelfleet.resolve import ModelSource, weights_fingerprint
 
 log = logging.getLogger("modelfleet.encoder")
@@ -29,11 +30,15 @@ class Encoded:
 class SentenceEncoder:
     """Loads a sentence-transformers model and encodes batches of texts (thread-confined)."""
 
-    def __init__(self, source: ModelSource, device: str = "auto", dtype: str = "auto") -> None:
+    def __init__(
+        self, source: ModelSource, device: str = "auto", dtype: str = "auto", packed: bool = True
+    ) -> None:
         self.source = source
         self.device = pick_device(device)
         self.dtype = dtype
+        self.use_packed = packed
         self.model: Any = None
+        self.packed: PackedBertEncoder | None = None
         self.max_tokens = 0
         self.dimensions = 0
         self.revision = source.revision or "unknown"
@@ -52,11 +57,18 @@ class SentenceEncoder:
         self.model.eval()
         self.max_tokens = int(self.model.max_seq_length)
         self.dimensions = int(self.model.get_embedding_dimension())
+        if self.use_packed:
+            self.packed = packed_encoder(self.model)
         if self.source.local and not self.source.revision:
             self.revision = "sha256:" + weights_fingerprint(self.source.path)
         log.info(
             "encoder loaded",
-            extra={"model": self.source.name, "device": self.device, "dims": self.dimensions},
+            extra={
+                "model": self.source.name,
+                "device": self.device,
+                "dims": self.dimensions,
+                "packed": self.packed is not None,
+            },
         )
 
     def count_tokens(self, texts: list[str]) -> list[int]:
@@ -64,8 +76,33 @@ class SentenceEncoder:
                                    verbose=False)["input_ids"]  # fmt: skip
         return [len(x) for x in ids]
 
+    def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
+        """Token ids truncated to the model's limit, and each text's full token count.
+
+        One tokenizer pass; only texts over the limit are tokenised again with truncation, so the
+        ids match what the model's own tokenisation would give.
+        """
+        tok = self.model.tokenizer
+        ids: list[list[int]] = tok(texts, add_special_tokens=True, truncation=False,
+                                   verbose=False)["input_ids"]  # fmt: skip
+        counts = [len(x) for x in ids]
+        long = [i for i, c in enumerate(counts) if c > self.max_tokens]
+        if long:
+            cut = tok([texts[i] for i in long], add_special_tokens=True, truncation=True,
+                      max_length=self.max_tokens)["input_ids"]  # fmt: skip
+            for i, x in zip(long, cut, strict=True):
+                ids[i] = x
+        return ids, counts
+
     def encode(self, texts: list[str]) -> Encoded:
         """One forward pass over ``texts`` (the caller sizes the batch)."""
+        if self.packed is not None:
+            ids, tokens = self.tokenize(texts)
+            return Encoded(
+                self.packed.encode(ids),
+                [min(t, self.max_tokens) for t in tokens],
+                [t > self.max_tokens for t in tokens],
+            )
         tokens = self.count_tokens(texts)
         emb = self.model.encode(
             texts,

@@ -49,6 +49,16 @@ class ModelServiceSettings(ServiceSettings):
     torch_threads: int = Field(default=0, ge=0, description="0 = torch default")
 
 
+class EncoderServiceSettings(ModelServiceSettings):
+    """Settings of a service built on a sentence encoder (embedding, classification)."""
+
+    packed: bool = Field(
+        default=True,
+        description="run BERT-family encoders on packed, unpadded batches "
+        "(other architectures always use padded batches)",
+    )
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 
