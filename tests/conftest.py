@@ -8,7 +8,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from modelfleet.devices import reproducible_cpu_math
 from tests.support.procs import Proc, start_redis, start_service
+
+# The in-process engine tests run with the CPU math settings every service's main() sets.
+reproducible_cpu_math()
 
 
 def _session_service(name: str, env: dict[str, str]) -> Iterator[Proc]:

@@ -16,6 +16,11 @@ from typing import Any
 
 import psutil
 
+from modelfleet.devices import reproducible_cpu_math
+
+# In-process baselines use the same CPU math settings as the services' main() (no measurable cost).
+reproducible_cpu_math()
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench-results.json"
 

@@ -15,7 +15,9 @@ depend on its batch: attention is per sequence, prefill chunk boundaries depend 
 sequence itself, sampling uses the sequence's own generator, and every step is padded to at
 least ``min_rows`` rows - the row count above which the CPU GEMM kernels compute each row the
 same way whatever the row count (measured on MKL: 12 and up; fewer rows take other kernels and
-round differently).
+round differently). On a CPU this also needs MKL's strict reproducibility mode
+(:func:`modelfleet.devices.reproducible_cpu_math`), which keeps MKL from splitting the inner
+dimension across threads for some row counts.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from modelfleet.decoding.loader import LoadedModel
 from modelfleet.decoding.metrics import EngineObserver
 from modelfleet.decoding.sampling import Sampler, SamplingParams
 from modelfleet.decoding.text import IncrementalDetokenizer, StopMatcher
+from modelfleet.devices import cpu_math_is_reproducible
 from modelfleet.errors import (
     ContextLengthExceeded,
     DeadlineExceeded,
@@ -161,6 +164,11 @@ class Engine:
         self.prefill_chunk = min(prefill_chunk, max_step_tokens)
         self.max_step_tokens = max_step_tokens
         self.min_rows = 16 if batch_invariant else 1
+        if batch_invariant and lm.device == "cpu" and not cpu_math_is_reproducible():
+            log.warning(
+                "batch invariance asked for, but MKL_CBWR is not STRICT: greedy output may "
+                "depend on the batch (set MKL_CBWR=AUTO,STRICT before the first tensor op)"
+            )
         self.queue_timeout_s = queue_timeout_s
         self.observer = observer
         self.context_window = lm.context_window
