@@ -13,6 +13,7 @@ at once and does one forward pass for all of them.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +50,7 @@ class ClassifyResult:
 class ClassifierBackend(Protocol):
     kind: str
     revision: str
+    device: str
 
     def load(self) -> None: ...
     def tasks(self) -> dict[str, dict[str, str]]: ...
@@ -92,6 +94,7 @@ class EmbeddingBackend:
         packed: bool = True,
     ) -> None:
         self.encoder = SentenceEncoder(source, device, dtype, packed)
+        self.device = self.encoder.device
         self.tasks_dir = tasks_dir
         self.revision = "unknown"
         self.classifier: Any = None
@@ -153,6 +156,7 @@ class SequenceClassificationBackend:
         self.max_tokens = 512
         self.model: Any = None
         self.tokenizer: Any = None
+        self._tokenizer_lock = threading.Lock()
 
     def load(self) -> None:
         import torch  # noqa: F401 - fail early with a clear import error
@@ -193,11 +197,12 @@ class SequenceClassificationBackend:
         import torch
 
         texts = [it.text for it in items]
-        full = self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
-        feats = self.tokenizer(
-            texts, truncation=True, max_length=self.max_tokens, padding=True,
-            return_tensors="pt",
-        ).to(self.device)  # fmt: skip
+        with self._tokenizer_lock:  # fast tokenizers keep truncation settings in shared state
+            full = self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
+            feats = self.tokenizer(
+                texts, truncation=True, max_length=self.max_tokens, padding=True,
+                return_tensors="pt",
+            ).to(self.device)  # fmt: skip
         with torch.inference_mode():
             probs = torch.softmax(self.model(**feats).logits.float(), dim=-1).cpu().numpy()
         out = []

@@ -28,6 +28,7 @@ ROUTE = "/v1/classify"
 
 class ClassificationService(ModelService):
     name = "classification"
+    fast_routes = True
     settings: ClassificationSettings
 
     def __init__(self, settings: ClassificationSettings) -> None:
@@ -44,7 +45,8 @@ class ClassificationService(ModelService):
                 source, settings.device, settings.dtype, settings.tasks_dir, settings.packed
             )
         self.model_id = source.name
-        self.forward = self.batcher(self.backend.classify_batch)
+        workers = self.forward_workers(settings.forward_workers, self.backend.device)
+        self.forward = self.batcher(self.backend.classify_batch, workers=workers)
 
     def load(self) -> None:
         self.backend.load()

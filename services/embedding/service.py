@@ -31,6 +31,7 @@ def merge(parts: list[Encoded]) -> Encoded:
 
 class EmbeddingService(ModelService):
     name = "embedding"
+    fast_routes = True
     settings: EmbeddingSettings
 
     def __init__(self, settings: EmbeddingSettings) -> None:
@@ -38,7 +39,8 @@ class EmbeddingService(ModelService):
         source = resolve_encoder(settings.model, settings.model_revision)
         self.encoder = SentenceEncoder(source, settings.device, settings.dtype, settings.packed)
         self.model_id = source.name
-        self.forward = self.batcher(self._forward_one_batch)
+        workers = self.forward_workers(settings.forward_workers, self.encoder.device)
+        self.forward = self.batcher(self._forward_one_batch, workers=workers)
 
     def _forward_one_batch(self, texts: list[str]) -> list[Encoded]:
         enc = self.encoder.encode(texts)

@@ -21,11 +21,11 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from modelfleet.asgi import read_body
 from modelfleet.errors import (
     DeadlineExceeded,
     FleetError,
     InvalidRequest,
-    PayloadTooLarge,
     ServiceUnavailable,
     error_response,
 )
@@ -52,25 +52,6 @@ class Streamed:
     headers: dict[str, str]
     chunks: AsyncIterator[bytes]
     close: Callable[[], Awaitable[None]]
-
-
-async def read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body over the {limit}-byte limit")
-        if not message.get("more_body"):
-            if not chunks:
-                return chunk  # the common case: one message, no copy
-            chunks.append(chunk)
-            return b"".join(chunks)
-        chunks.append(chunk)
 
 
 def header(scope: Scope, name: bytes) -> str | None:

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import signal
 import sys
+import typing
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.responses import Response
 
+from modelfleet.asgi import FastRoutes, JsonHandler
+from modelfleet.devices import reproducible_cpu_math
 from modelfleet.errors import FleetError, ModelNotReady, error_response, install_error_handlers
 from modelfleet.logs import configure_logging
 from modelfleet.metrics import CONTENT_TYPE
@@ -93,6 +99,11 @@ def create_app(service: ModelService) -> FastAPI:
     app.include_router(router)
     app.state.service = service
     paths = ["/v1/models", *(getattr(r, "path", "") for r in router.routes)]
+    if service.fast_routes:
+        s = service.settings
+        # A ceiling against abuse; the per-item character limits do the real work.
+        max_body = 12 * s.max_input_chars * s.max_input_items + (64 << 10)
+        app.add_middleware(FastRoutes, handlers=json_post_handlers(router), max_body=max_body)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=service.metrics,
@@ -100,6 +111,41 @@ def create_app(service: ModelService) -> FastAPI:
         access_log_enabled=service.settings.access_log,
     )
     return app
+
+
+def json_post_handlers(router: APIRouter) -> dict[str, JsonHandler]:
+    """Raw-ASGI handlers for the router's plain JSON POST routes.
+
+    A route qualifies when its endpoint takes exactly one argument, a pydantic model (the JSON
+    body), and returns a starlette ``Response``: then the fast path validates the body with that
+    model and calls the very same endpoint, so the two paths cannot disagree.
+    """
+    handlers: dict[str, JsonHandler] = {}
+    for route in router.routes:
+        if not isinstance(route, APIRoute) or route.methods != {"POST"}:
+            continue
+        hints = typing.get_type_hints(route.endpoint)
+        ret = hints.pop("return", None)
+        params = inspect.signature(route.endpoint).parameters
+        if len(params) != 1 or len(hints) != 1:
+            continue
+        model = next(iter(hints.values()))
+        if not (_is_subclass(model, BaseModel) and _is_subclass(ret, Response)):
+            continue
+        handlers[route.path] = _json_handler(route.endpoint, model)
+    return handlers
+
+
+def _is_subclass(tp: Any, base: type) -> bool:
+    return isinstance(tp, type) and issubclass(tp, base)
+
+
+def _json_handler(endpoint: Callable[..., Any], model: type[BaseModel]) -> JsonHandler:
+    async def handle(raw: bytes) -> Response:
+        response: Response = await endpoint(model.model_validate_json(raw))
+        return response
+
+    return handle
 
 
 async def _start(service: ModelService) -> None:
@@ -131,6 +177,7 @@ def run_server(app: FastAPI, settings: ServiceSettings, graceful_s: float = 30.0
 
 def serve(service_cls: type[ModelService], settings_cls: type[ServiceSettings]) -> None:
     """``main()`` of a model service: settings from env, logging, app, uvicorn."""
+    reproducible_cpu_math()
     settings = load_settings(settings_cls)
     configure_logging(service_cls.name, settings.log_level, settings.log_json)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ class SentenceEncoder:
         self.use_packed = packed
         self.model: Any = None
         self.packed: PackedBertEncoder | None = None
+        self._tokenizer_lock = threading.Lock()
         self.max_tokens = 0
         self.dimensions = 0
         self.revision = source.revision or "unknown"
@@ -71,48 +73,51 @@ class SentenceEncoder:
             },
         )
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        ids = self.model.tokenizer(texts, add_special_tokens=True, truncation=False,
-                                   verbose=False)["input_ids"]  # fmt: skip
-        return [len(x) for x in ids]
-
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
         """Token ids truncated to the model's limit, and each text's full token count.
 
         One tokenizer pass; only texts over the limit are tokenised again with truncation, so the
-        ids match what the model's own tokenisation would give.
+        ids match what the model's own tokenisation would give. Serialised: a fast tokenizer
+        keeps its truncation settings in shared state, and forward passes run in several threads.
         """
         tok = self.model.tokenizer
-        ids: list[list[int]] = tok(texts, add_special_tokens=True, truncation=False,
-                                   verbose=False)["input_ids"]  # fmt: skip
-        counts = [len(x) for x in ids]
-        long = [i for i, c in enumerate(counts) if c > self.max_tokens]
-        if long:
-            cut = tok([texts[i] for i in long], add_special_tokens=True, truncation=True,
-                      max_length=self.max_tokens)["input_ids"]  # fmt: skip
-            for i, x in zip(long, cut, strict=True):
-                ids[i] = x
+        with self._tokenizer_lock:
+            ids: list[list[int]] = tok(texts, add_special_tokens=True, truncation=False,
+                                       verbose=False)["input_ids"]  # fmt: skip
+            counts = [len(x) for x in ids]
+            long = [i for i, c in enumerate(counts) if c > self.max_tokens]
+            if long:
+                cut = tok([texts[i] for i in long], add_special_tokens=True, truncation=True,
+                          max_length=self.max_tokens)["input_ids"]  # fmt: skip
+                for i, x in zip(long, cut, strict=True):
+                    ids[i] = x
         return ids, counts
 
     def encode(self, texts: list[str]) -> Encoded:
-        """One forward pass over ``texts`` (the caller sizes the batch)."""
+        """One forward pass over ``texts`` (the caller sizes the batch); thread-safe."""
         if self.packed is not None:
             ids, tokens = self.tokenize(texts)
-            return Encoded(
-                self.packed.encode(ids),
-                [min(t, self.max_tokens) for t in tokens],
-                [t > self.max_tokens for t in tokens],
-            )
-        tokens = self.count_tokens(texts)
-        emb = self.model.encode(
-            texts,
-            batch_size=max(1, len(texts)),
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+            emb = self.packed.encode(ids)
+        else:
+            emb, tokens = self._encode_padded(texts)
         return Encoded(
-            np.asarray(emb, dtype=np.float32),
+            emb,
             [min(t, self.max_tokens) for t in tokens],
             [t > self.max_tokens for t in tokens],
         )
+
+    def _encode_padded(self, texts: list[str]) -> tuple[FloatArray, list[int]]:
+        """The model's own pipeline on one padded batch."""
+        import torch
+        import torch.nn.functional as F
+
+        with self._tokenizer_lock:
+            full = self.model.tokenizer(texts, add_special_tokens=True, truncation=False,
+                                        verbose=False)["input_ids"]  # fmt: skip
+            counts = [len(x) for x in full]
+            features = self.model.tokenize(texts)
+        features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in features.items()}
+        with torch.inference_mode():
+            out = self.model(features)["sentence_embedding"]
+            emb = F.normalize(out.float(), p=2, dim=1).cpu().numpy()
+        return emb, counts

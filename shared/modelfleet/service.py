@@ -32,6 +32,8 @@ class ModelService(abc.ABC):
     """Owns one model, its batchers and its metrics; ``start``/``stop`` run in the lifespan."""
 
     name: ClassVar[str]
+    # Serve plain JSON POST routes on the raw-ASGI fast path (modelfleet.asgi.FastRoutes).
+    fast_routes: ClassVar[bool] = False
 
     def __init__(self, settings: ModelServiceSettings) -> None:
         self.settings = settings
@@ -75,10 +77,21 @@ class ModelService(abc.ABC):
 
     # -- shared machinery ----------------------------------------------------------------
     def batcher(
-        self, fn: Callable[[list[T]], Sequence[R]], name: str = "forward"
+        self, fn: Callable[[list[T]], Sequence[R]], name: str = "forward", workers: int = 1
     ) -> MicroBatcher[T, R]:
-        """A micro-batcher configured from settings; started and closed with the service."""
+        """A micro-batcher configured from settings; started and closed with the service.
+
+        ``workers`` forward passes may run at once; the model's threads (``TORCH_THREADS``) are
+        divided between them, each worker thread setting its share as it starts.
+        """
         s = self.settings
+        per_pass = max(1, self.cpu_threads() // workers)
+
+        def thread_init() -> None:
+            import torch
+
+            torch.set_num_threads(per_pass)
+
         b: MicroBatcher[T, R] = MicroBatcher(
             fn,
             max_batch_size=s.max_batch_size,
@@ -86,9 +99,25 @@ class ModelService(abc.ABC):
             max_queue=s.max_queue,
             metrics=self.metrics,
             name=f"{self.name}-{name}",
+            workers=workers,
+            thread_init=thread_init if workers > 1 or s.torch_threads else None,
         )
         self._batchers.append(b)
         return b
+
+    def cpu_threads(self) -> int:
+        """``TORCH_THREADS``, or torch's own default (the machine's physical cores)."""
+        if self.settings.torch_threads:
+            return self.settings.torch_threads
+        import torch
+
+        return int(torch.get_num_threads())
+
+    def forward_workers(self, setting: int, device: str) -> int:
+        """``FORWARD_WORKERS`` resolved: 0 = one pass per CPU thread on a CPU, 1 elsewhere."""
+        if setting:
+            return setting
+        return self.cpu_threads() if device == "cpu" else 1
 
     def ensure_ready(self) -> None:
         if not self.ready:

@@ -46,7 +46,9 @@ class ModelServiceSettings(ServiceSettings):
     request_timeout_s: float = Field(default=30.0, gt=0)
     max_input_items: int = Field(default=256, ge=1)
     max_input_chars: int = Field(default=100_000, ge=1)
-    torch_threads: int = Field(default=0, ge=0, description="0 = torch default")
+    torch_threads: int = Field(
+        default=0, ge=0, description="CPU threads the model uses in all; 0 = torch's default"
+    )
 
 
 class EncoderServiceSettings(ModelServiceSettings):
@@ -56,6 +58,13 @@ class EncoderServiceSettings(ModelServiceSettings):
         default=True,
         description="run BERT-family encoders on packed, unpadded batches "
         "(other architectures always use padded batches)",
+    )
+    forward_workers: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="forward passes run at once, sharing TORCH_THREADS; 0 = auto: on a CPU one "
+        "single-threaded pass per thread (throughput mode), on an accelerator 1",
     )
 
 

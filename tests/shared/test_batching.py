@@ -102,3 +102,42 @@ def test_a_failing_batch_fails_its_callers_only() -> None:
         await b.close()
 
     run(main())
+
+
+def test_workers_run_forward_passes_at_once_and_share_the_queue() -> None:
+    active = 0
+    peak = 0
+    sizes: list[int] = []
+    threads: set[str] = set()
+    inits: list[str] = []
+    lock = threading.Lock()
+
+    def fn(items: list[int]) -> list[int]:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+            sizes.append(len(items))
+            threads.add(threading.current_thread().name)
+        time.sleep(0.05)
+        with lock:
+            active -= 1
+        return [x + 1 for x in items]
+
+    async def main() -> list[list[int]]:
+        def init() -> None:
+            inits.append(threading.current_thread().name)
+
+        b = MicroBatcher(fn, max_batch_size=64, max_wait_ms=5, max_queue=1000, workers=2,
+                         thread_init=init)  # fmt: skip
+        b.start()
+        try:
+            return await asyncio.gather(*(b.submit([i]) for i in range(64)))
+        finally:
+            await b.close()
+
+    assert run(main()) == [[i + 1] for i in range(64)]
+    assert peak == 2 and len(threads) == 2
+    assert sorted(inits) == sorted(threads)  # each worker thread initialised itself
+    # 64 queued items and two idle workers: each takes half, not the first one all of them.
+    assert sizes[:2] == [32, 32]
