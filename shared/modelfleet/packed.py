@@ -104,12 +104,13 @@ class PackedBertEncoder:
                 ctx = ctx.transpose(1, 2).reshape(n * longest, self.hidden)[slot]
                 x = ly.attn_norm(ly.attn_out(ctx) + x)
                 x = ly.out_norm(ly.out(ly.act(ly.intermediate(x))) + x)
+            x = x.float()  # pool in fp32: a bf16 running sum over 256 tokens loses digits
             if self.pooling == "cls":
                 pooled = x[starts]
             else:
                 summed = x.new_zeros(n, self.hidden).index_add_(0, seq, x)
                 pooled = summed / lens[:, None].to(x.dtype)
-            return F.normalize(pooled.float(), p=2, dim=1).cpu().numpy()
+            return F.normalize(pooled, p=2, dim=1).cpu().numpy()
 
 
 def packed_encoder(model: Any) -> PackedBertEncoder | None:

@@ -85,3 +85,11 @@ def test_padded_path_when_disabled() -> None:
     out = enc.encode(MIXED)
     assert out.embeddings.shape == (len(MIXED), enc.dimensions)
     assert out.truncated[-1]
+
+
+def test_half_precision_stays_close_to_fp32(encoder: SentenceEncoder) -> None:
+    # bf16 is what a GPU runs; pooling and normalisation stay in fp32 (long inputs included).
+    half = SentenceEncoder(resolve_encoder("", None), device="cpu", dtype="bfloat16")
+    half.load()
+    cos = (half.encode(MIXED).embeddings * encoder.encode(MIXED).embeddings).sum(axis=1)
+    assert cos.min() > 0.999, cos
