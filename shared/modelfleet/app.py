@@ -19,6 +19,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from modelfleet.asgi import FastRoutes, JsonHandler
 from modelfleet.devices import reproducible_cpu_math
@@ -64,8 +65,11 @@ def add_operational_routes(
         return Response(render_metrics(), media_type=CONTENT_TYPE)
 
 
-def create_app(service: ModelService) -> FastAPI:
-    """Build the FastAPI app for one model service. Does no work until the lifespan runs."""
+def create_app(service: ModelService) -> ASGIApp:
+    """Build the ASGI app for one model service. Does no work until the lifespan runs.
+
+    The FastAPI app serves everything but the fast-path routes, which it still documents.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -99,18 +103,20 @@ def create_app(service: ModelService) -> FastAPI:
     app.include_router(router)
     app.state.service = service
     paths = ["/v1/models", *(getattr(r, "path", "") for r in router.routes)]
+    # Outside FastAPI's own middleware stack: the request id, metrics and access log wrap every
+    # request, and the fast path skips FastAPI's per-request machinery entirely.
+    inner: ASGIApp = app
     if service.fast_routes:
         s = service.settings
         # A ceiling against abuse; the per-item character limits do the real work.
         max_body = 12 * s.max_input_chars * s.max_input_items + (64 << 10)
-        app.add_middleware(FastRoutes, handlers=json_post_handlers(router), max_body=max_body)
-    app.add_middleware(
-        RequestContextMiddleware,
+        inner = FastRoutes(app, json_post_handlers(router), max_body=max_body)
+    return RequestContextMiddleware(
+        inner,
         metrics=service.metrics,
         routes=paths,
         access_log_enabled=service.settings.access_log,
     )
-    return app
 
 
 def json_post_handlers(router: APIRouter) -> dict[str, JsonHandler]:
@@ -160,7 +166,7 @@ async def _start(service: ModelService) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_server(app: FastAPI, settings: ServiceSettings, graceful_s: float = 30.0) -> None:
+def run_server(app: ASGIApp, settings: ServiceSettings, graceful_s: float = 30.0) -> None:
     """Serve ``app`` with uvicorn on uvloop/httptools, logs already configured."""
     uvicorn.run(
         app,

@@ -130,7 +130,11 @@ class MicroBatcher(Generic[T, R]):
         self._wakeup.set()
         futures = [it.future for it in items]
         try:
-            return list(await asyncio.wait_for(asyncio.gather(*futures), timeout))
+            # asyncio.timeout rather than wait_for(gather()): no wrapper futures per request.
+            async with asyncio.timeout(timeout):
+                if len(futures) == 1:
+                    return [await futures[0]]
+                return list(await asyncio.gather(*futures))
         except TimeoutError:
             raise DeadlineExceeded(
                 f"request did not complete within its {timeout:.1f}s deadline"

@@ -7,8 +7,8 @@ the gateway, whose whole budget is about a millisecond.
 from __future__ import annotations
 
 import logging
+import random
 import time
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,7 +32,8 @@ def _incoming_request_id(scope: Scope) -> str:
             if 0 < len(rid) <= _MAX_REQUEST_ID and rid.isprintable():
                 return rid
             break
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, like uuid4().hex without the UUID object and syscall.
+    return f"{random.getrandbits(128):032x}"
 
 
 _FORM = b"application/x-www-form-urlencoded"
