@@ -171,9 +171,10 @@ class MicroBatcher(Generic[T, R]):
             if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-                # Idle model: give concurrent callers a moment to join this batch.
-                if self.max_wait > 0 and len(self._pending) < self.max_batch_size:
-                    await asyncio.sleep(self.max_wait)
+            # Short of a full batch: give concurrent callers a moment to join it. Also after a
+            # forward pass, when the stragglers queued so far are often a single request.
+            if self.max_wait > 0 and len(self._pending) < self.max_batch_size:
+                await asyncio.sleep(self.max_wait)
             batch = self._take()
             if not batch:
                 continue

@@ -141,3 +141,34 @@ def test_workers_run_forward_passes_at_once_and_share_the_queue() -> None:
     assert sorted(inits) == sorted(threads)  # each worker thread initialised itself
     # 64 queued items and two idle workers: each takes half, not the first one all of them.
     assert sizes[:2] == [32, 32]
+
+
+def test_stragglers_after_a_forward_pass_wait_for_company() -> None:
+    started = threading.Event()
+    release = threading.Event()
+    sizes: list[list[int]] = []
+
+    def fn(items: list[int]) -> list[int]:
+        sizes.append(list(items))
+        if items == [0]:
+            started.set()
+            release.wait(5)
+        return items
+
+    async def main() -> None:
+        b = MicroBatcher(fn, max_batch_size=8, max_wait_ms=200, max_queue=100)
+        b.start()
+        try:
+            first = asyncio.ensure_future(b.submit([0]))
+            await asyncio.to_thread(started.wait, 5)
+            straggler = asyncio.ensure_future(b.submit([1]))  # queued during the pass
+            await asyncio.sleep(0.01)
+            release.set()
+            await asyncio.sleep(0.02)  # the pass is over; [1] alone must not go yet
+            late = asyncio.ensure_future(b.submit([2, 3]))
+            await asyncio.gather(first, straggler, late)
+        finally:
+            await b.close()
+
+    run(main())
+    assert sizes == [[0], [1, 2, 3]]
