@@ -1,10 +1,10 @@
 """Dynamic micro-batching for encoder models.
 
-Concurrent requests put their items in one bounded queue. A single collector task takes up to
-``max_batch_size`` items - waiting at most ``max_wait_ms`` for company when the model is idle,
-not at all when items piled up during the previous forward pass - and runs one forward pass in a
-dedicated worker thread, so the event loop keeps accepting requests meanwhile. Each caller gets
-its own results back in order.
+Concurrent requests put their items in one bounded queue. A collector task takes up to
+``max_batch_size`` items - waiting ``max_wait_ms`` for company whenever fewer are queued, also
+right after a forward pass (where, under load, the queue often holds a single straggler) - and
+runs one forward pass in a worker thread, so the event loop keeps accepting requests meanwhile.
+Each caller gets its own results back in order.
 
 With ``workers > 1`` that many collectors each run their own forward pass at the same time, in a
 pool of as many threads. On a CPU this is the throughput mode TorchServe and Intel recommend: N
