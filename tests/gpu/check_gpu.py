@@ -39,37 +39,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# The benchmark texts of `make bench`, so figures compare.
+from tests.perf.common import PROMPTS, SENTENCES
+
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / ".gpu"
 MINILM = ASSETS / "minilm-fp16"
 LLM_SHAPE = ASSETS / "smollm2-shape"
 REF = ASSETS / "embedding-ref.json"
-
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "How do I reset my password if I no longer have access to my email?",
-    "Kubernetes autoscaling reacts to CPU load and custom metrics.",
-    "The weather in Lisbon is mild in the winter months.",
-    "Please summarise the quarterly revenue report for the board meeting.",
-    "I loved the film, but the ending felt rushed and unearned.",
-    "Transformers process all the tokens of a sequence in parallel.",
-    "Our flight was delayed by three hours and nobody told us why.",
-    "A good embedding model maps paraphrases to nearby vectors.",
-    "Add two cups of flour and a pinch of salt, then stir gently.",
-    "The central bank raised interest rates by a quarter point.",
-    "She finished the marathon in under four hours on her first try.",
-    "Can you book a table for four people at eight tonight?",
-    "The library closes early on public holidays.",
-    "Solar panels convert sunlight directly into electricity.",
-    "My order arrived damaged and I would like a refund.",
-]  # the same as tests/perf/common.py, so figures compare with `make bench`
-TOPICS = [
-    "a lighthouse keeper", "a lost robot", "the first day of school", "a dragon who hates gold",
-    "a city under the sea", "a time-travelling cat", "an old violin", "a secret garden",
-    "the last train home", "a storm at sea", "a talking tree", "a space station cook",
-    "a village without clocks", "a detective in the rain", "a paper boat", "a mountain rescue",
-]  # fmt: skip
-PROMPTS = [f"Write a short story about {t}." for t in TOPICS]  # as tests/perf/bench_decoder.py
 
 
 # -- bookkeeping --------------------------------------------------------------------------------

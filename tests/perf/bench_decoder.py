@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from tests.perf.common import PeakRss, median, merge_results, percentile, wrk_post
+from tests.perf.common import PROMPTS, PeakRss, median, merge_results, percentile, wrk_post
 from tests.support.procs import Proc, service
 
 NEW_TOKENS = 64
@@ -38,13 +38,6 @@ CONCURRENCY = 16
 ROUNDS = 5
 WRK_SECONDS = 12
 INPROC_ROUNDS = 2
-TOPICS = [
-    "a lighthouse keeper", "a lost robot", "the first day of school", "a dragon who hates gold",
-    "a city under the sea", "a time-travelling cat", "an old violin", "a secret garden",
-    "the last train home", "a storm at sea", "a talking tree", "a space station cook",
-    "a village without clocks", "a detective in the rain", "a paper boat", "a mountain rescue",
-]  # fmt: skip
-PROMPTS = [f"Write a short story about {t}." for t in TOPICS]
 LLM_ENV = {"MAX_BATCH_SIZE": str(CONCURRENCY), "MAX_QUEUE": "64", "LOG_JSON": "true"}
 
 

@@ -43,6 +43,15 @@ SENTENCES = [
     "My order arrived damaged and I would like a refund.",
 ]
 
+# Prompts of the decoder benchmarks (and of tests/gpu/check_gpu.py).
+TOPICS = [
+    "a lighthouse keeper", "a lost robot", "the first day of school", "a dragon who hates gold",
+    "a city under the sea", "a time-travelling cat", "an old violin", "a secret garden",
+    "the last train home", "a storm at sea", "a talking tree", "a space station cook",
+    "a village without clocks", "a detective in the rain", "a paper boat", "a mountain rescue",
+]  # fmt: skip
+PROMPTS = [f"Write a short story about {t}." for t in TOPICS]
+
 
 def median(xs: Iterable[float]) -> float:
     return float(statistics.median(list(xs)))
