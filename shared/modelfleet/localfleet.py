@@ -2,13 +2,15 @@
 
 Starts a local ``redis-server`` when nothing listens on 6379, then the four model services and
 the gateway as background processes (logs and pid files under ``.run/``), waits until each is
-ready, and prints how to reach the gateway. ``stop`` stops exactly what ``start`` started.
+ready and the gateway counts a healthy replica in every pool, and prints how to reach it.
+``stop`` stops exactly what ``start`` started.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -16,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -43,6 +46,19 @@ def _ready(port: int) -> bool:
             return bool(r.status == 200)
     except OSError:
         return False
+
+
+def _pools_unhealthy(port: int) -> list[str]:
+    """The gateway's pools with no healthy replica yet (its checks lag a backend's /ready)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/fleet", timeout=1) as r:
+            pools = json.load(r)["pools"]
+    except urllib.error.HTTPError as exc:
+        # API keys configured: /v1/fleet is not open to us, so don't wait on it.
+        return [] if exc.code in (401, 403) else ["gateway"]
+    except (OSError, ValueError, KeyError):
+        return ["gateway"]
+    return sorted(name for name, pool in pools.items() if not pool.get("healthy"))
 
 
 def _pidfile(name: str) -> Path:
@@ -99,6 +115,11 @@ def start(timeout: float) -> int:
                 print(f"{name}: exited; see .run/logs/{name}.log", file=sys.stderr)
                 return 1
         time.sleep(0.5)
+    gateway_port = dict(FLEET)["gateway"]
+    while not pending and time.monotonic() < deadline and _pools_unhealthy(gateway_port):
+        time.sleep(0.2)
+    if not pending and (unhealthy := _pools_unhealthy(gateway_port)):
+        pending = {f"gateway pool {name}": (gateway_port, 0) for name in unhealthy}
     if pending:
         print(f"not ready after {timeout:.0f}s: {', '.join(pending)}", file=sys.stderr)
         return 1
