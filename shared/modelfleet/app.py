@@ -130,7 +130,10 @@ def json_post_handlers(router: APIRouter) -> dict[str, JsonHandler]:
     for route in router.routes:
         if not isinstance(route, APIRoute) or route.methods != {"POST"}:
             continue
-        hints = typing.get_type_hints(route.endpoint)
+        try:
+            hints = typing.get_type_hints(route.endpoint)
+        except NameError:  # annotations that don't resolve: leave the route to FastAPI
+            continue
         ret = hints.pop("return", None)
         params = inspect.signature(route.endpoint).parameters
         if len(params) != 1 or len(hints) != 1:

@@ -23,6 +23,7 @@ _MAX_REQUEST_ID = 128
 UNMETERED = frozenset({"/health", "/ready", "/metrics", "/livez", "/readyz"})
 
 access_log = logging.getLogger("modelfleet.access")
+CLIENT_CLOSED = 499
 
 
 def _incoming_request_id(scope: Scope) -> str:
@@ -94,7 +95,7 @@ class RequestContextMiddleware:
         path: str = scope["path"]
         metered = path not in UNMETERED
         meters = self._meters.get(path, self._other)
-        status = 500
+        status = 0
         rid_header = (REQUEST_ID_HEADER, rid.encode("latin-1"))
 
         async def send_wrapper(message: Message) -> None:
@@ -107,9 +108,14 @@ class RequestContextMiddleware:
         start = time.perf_counter()
         if metered:
             meters.in_flight.inc()
+        failed = True
         try:
             await self.app(scope, receive, send_wrapper)
+            failed = False
         finally:
+            if not status:
+                # No response at all: the app failed (500), or the client left first (nginx's 499).
+                status = 500 if failed else CLIENT_CLOSED
             elapsed = time.perf_counter() - start
             if metered:
                 meters.in_flight.dec()

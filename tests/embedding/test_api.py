@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import socket
+import time
 
 import httpx
 import numpy as np
@@ -174,3 +176,17 @@ def test_curl_style_form_content_type_is_read_as_json(embedding_proc: Proc) -> N
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert r.status_code == 200, r.text
+
+
+def test_a_client_gone_mid_body_is_counted_as_499_not_an_error(embedding_proc: Proc) -> None:
+    # Half a body, then hang up: no response is possible, and it is not the server's fault.
+    with socket.create_connection(("127.0.0.1", embedding_proc.port), timeout=5) as sock:
+        head = b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+        sock.sendall(head + b'{"input"')
+    line = 'route="/v1/embeddings",service="embedding",status="499"'
+    deadline = time.monotonic() + 5
+    while line not in httpx.get(f"{embedding_proc.url}/metrics").text:
+        assert time.monotonic() < deadline, "no 499 recorded"
+        time.sleep(0.05)
+    ok = httpx.post(f"{embedding_proc.url}/v1/embeddings", json={"input": "ok"})
+    assert ok.status_code == 200
