@@ -13,8 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelfleet.app import add_operational_routes, json_response
-from modelfleet.errors import install_error_handlers
+from modelfleet.app import add_operational_routes, fleet_fastapi, json_response
 from modelfleet.middleware import RequestContextMiddleware
 from services.gateway.admission import Admission, AdmissionMiddleware
 from services.gateway.auth import ApiKeys
@@ -151,17 +150,12 @@ def create_app(
             await client.aclose()
             await rt.redis.close()
 
-    app = FastAPI(
-        title="modelfleet gateway",
+    app = fleet_fastapi(
+        "modelfleet gateway",
+        lifespan,
         description="One OpenAI-compatible API for the fleet's model pools. "
         "Responses may carry X-Cache (hit|miss|bypass) and X-Fleet-Degraded.",
-        strict_content_type=False,
-        version="0.1.0",
-        lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url=None,
     )
-    install_error_handlers(app)
 
     def is_ready() -> bool:
         # Ready as soon as any pool can serve: a gateway with one working pool is useful, and

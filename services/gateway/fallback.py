@@ -92,6 +92,26 @@ def chat_request_as_completion(payload: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _envelope(
+    data: dict[str, Any], obj: str, choices: list[dict[str, Any]], *, stream: bool
+) -> dict[str, Any]:
+    """The converted reply around ``choices``: id re-prefixed for ``obj``'s API, created, model,
+    usage (a stream chunk carries usage only where the source chunk did)."""
+    chat = obj.startswith("chat.")
+    new, old = ("chatcmpl-", "cmpl-") if chat else ("cmpl-", "chatcmpl-")
+    source_id = data.get("id") or ("" if stream else uuid.uuid4().hex)
+    out = {
+        "id": new + str(source_id).removeprefix(old),
+        "object": obj,
+        "created": data.get("created") or int(time.time()),
+        "model": data.get("model"),
+        "choices": choices,
+    }
+    if not stream or data.get("usage") is not None:
+        out["usage"] = data.get("usage")
+    return out
+
+
 def completion_reply_as_chat(data: dict[str, Any]) -> dict[str, Any]:
     choices = [
         {
@@ -102,14 +122,7 @@ def completion_reply_as_chat(data: dict[str, Any]) -> dict[str, Any]:
         }
         for i, c in enumerate(data.get("choices") or ())
     ]
-    return {
-        "id": "chatcmpl-" + str(data.get("id") or uuid.uuid4().hex).removeprefix("cmpl-"),
-        "object": "chat.completion",
-        "created": data.get("created") or int(time.time()),
-        "model": data.get("model"),
-        "choices": choices,
-        "usage": data.get("usage"),
-    }
+    return _envelope(data, "chat.completion", choices, stream=False)
 
 
 class _ChatChunks:
@@ -130,16 +143,7 @@ class _ChatChunks:
             if c.get("text"):
                 delta["content"] = c["text"]
             choices.append({"index": idx, "delta": delta, "finish_reason": c.get("finish_reason")})
-        out = {
-            "id": "chatcmpl-" + str(data.get("id") or "").removeprefix("cmpl-"),
-            "object": "chat.completion.chunk",
-            "created": data.get("created") or int(time.time()),
-            "model": data.get("model"),
-            "choices": choices,
-        }
-        if data.get("usage") is not None:
-            out["usage"] = data["usage"]
-        return out
+        return _envelope(data, "chat.completion.chunk", choices, stream=True)
 
 
 # -- completions served by the chat API ------------------------------------------------------
@@ -169,14 +173,7 @@ def chat_reply_as_completion(data: dict[str, Any]) -> dict[str, Any]:
         }
         for i, c in enumerate(data.get("choices") or ())
     ]
-    return {
-        "id": "cmpl-" + str(data.get("id") or uuid.uuid4().hex).removeprefix("chatcmpl-"),
-        "object": "text_completion",
-        "created": data.get("created") or int(time.time()),
-        "model": data.get("model"),
-        "choices": choices,
-        "usage": data.get("usage"),
-    }
+    return _envelope(data, "text_completion", choices, stream=False)
 
 
 def _completion_chunk(data: dict[str, Any]) -> dict[str, Any]:
@@ -189,16 +186,7 @@ def _completion_chunk(data: dict[str, Any]) -> dict[str, Any]:
         }
         for i, c in enumerate(data.get("choices") or ())
     ]
-    out = {
-        "id": "cmpl-" + str(data.get("id") or "").removeprefix("chatcmpl-"),
-        "object": "text_completion",
-        "created": data.get("created") or int(time.time()),
-        "model": data.get("model"),
-        "choices": choices,
-    }
-    if data.get("usage") is not None:
-        out["usage"] = data["usage"]
-    return out
+    return _envelope(data, "text_completion", choices, stream=True)
 
 
 # -- server-sent events ----------------------------------------------------------------------

@@ -24,10 +24,9 @@ from starlette.types import Receive, Scope, Send
 from modelfleet.asgi import read_body
 from modelfleet.errors import (
     DeadlineExceeded,
-    FleetError,
     InvalidRequest,
     ServiceUnavailable,
-    error_response,
+    exception_response,
 )
 from services.gateway.cache import CacheControl, Entry, ResponseCache, SingleFlight, cache_key
 from services.gateway.endpoints import Endpoint
@@ -111,15 +110,10 @@ class Gateway:
         """Serve one API request (raw ASGI: this is the hot path)."""
         try:
             response = await self.handle(ep, scope, receive)
-        except FleetError as exc:
-            if exc.status_code >= 500:
-                log.warning("request failed: %s", exc.message, extra={"status": exc.status_code})
-            response = error_response(exc)
         except ClientDisconnect:
             return
-        except Exception:
-            log.exception("unhandled error")
-            response = error_response(FleetError("internal server error"))
+        except Exception as exc:
+            response = exception_response(exc)
         if isinstance(response, Reply):
             await send_reply(send, response)
         else:

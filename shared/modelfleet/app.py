@@ -65,6 +65,22 @@ def add_operational_routes(
         return Response(render_metrics(), media_type=CONTENT_TYPE)
 
 
+def fleet_fastapi(title: str, lifespan: Any, description: str = "") -> FastAPI:
+    """A FastAPI app as every fleet process builds it, with the one error mapping installed."""
+    app = FastAPI(
+        title=title,
+        description=description,
+        # Accept JSON bodies whatever Content-Type says: curl -d and some clients omit it.
+        strict_content_type=False,
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    return app
+
+
 def create_app(service: ModelService) -> ASGIApp:
     """Build the ASGI app for one model service. Does no work until the lifespan runs.
 
@@ -83,16 +99,7 @@ def create_app(service: ModelService) -> ASGIApp:
                 await task
             await service.stop()
 
-    app = FastAPI(
-        title=f"modelfleet {service.name}",
-        # Accept JSON bodies whatever Content-Type says: curl -d and some clients omit it.
-        strict_content_type=False,
-        version="0.1.0",
-        lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url=None,
-    )
-    install_error_handlers(app)
+    app = fleet_fastapi(f"modelfleet {service.name}", lifespan)
     add_operational_routes(app, service.metrics.render, lambda: service.ready)
 
     @app.get("/v1/models", summary="List the served model")

@@ -10,23 +10,13 @@ FastAPI route stays registered for OpenAPI and ``/docs``; errors go through the 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelfleet.errors import (
-    FleetError,
-    InvalidRequest,
-    PayloadTooLarge,
-    error_response,
-    validation_message,
-)
-
-log = logging.getLogger("modelfleet.asgi")
+from modelfleet.errors import PayloadTooLarge, exception_response
 
 JsonHandler = Callable[[bytes], Awaitable[Response]]
 
@@ -49,19 +39,6 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             chunks.append(chunk)
             return b"".join(chunks)
         chunks.append(chunk)
-
-
-def exception_response(exc: Exception) -> Response:
-    """What the FastAPI error handlers would answer for ``exc``, for the raw-ASGI paths."""
-    if isinstance(exc, FleetError):
-        if exc.status_code >= 500:
-            log.warning("request failed: %s", exc.message, extra={"status": exc.status_code})
-        return error_response(exc)
-    if isinstance(exc, ValidationError):
-        message, param = validation_message(exc.errors())
-        return error_response(InvalidRequest(message, param=param))
-    log.exception("unhandled error", exc_info=exc)
-    return error_response(FleetError("internal server error"))
 
 
 class FastRoutes:

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -171,17 +172,22 @@ def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     return "; ".join(msgs) or "invalid request", first_param
 
 
-async def _fleet_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, FleetError)
-    if exc.status_code >= 500:
-        log.warning("request failed: %s", exc.message, extra={"status": exc.status_code})
-    return error_response(exc)
+def exception_response(exc: Exception) -> Response:
+    """The response for ``exc``: the one mapping, used by the FastAPI handlers and the raw-ASGI
+    paths alike. Validation failures are 400s; anything not a FleetError is a logged 500."""
+    if isinstance(exc, FleetError):
+        if exc.status_code >= 500:
+            log.warning("request failed: %s", exc.message, extra={"status": exc.status_code})
+        return error_response(exc)
+    if isinstance(exc, RequestValidationError | ValidationError):
+        message, param = validation_message(exc.errors())
+        return error_response(InvalidRequest(message, param=param))
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(FleetError("internal server error"))
 
 
-async def _validation_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    message, param = validation_message(exc.errors())
-    return error_response(InvalidRequest(message, param=param))
+async def _exception_handler(request: Request, exc: Exception) -> Response:
+    return exception_response(exc)
 
 
 async def _http_handler(request: Request, exc: Exception) -> Response:
@@ -192,14 +198,9 @@ async def _http_handler(request: Request, exc: Exception) -> Response:
     return error_response(err)
 
 
-async def _unhandled_handler(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", exc_info=exc)
-    return error_response(FleetError("internal server error"))
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Register the one mapping from exceptions to HTTP responses."""
-    app.add_exception_handler(FleetError, _fleet_error_handler)
-    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(FleetError, _exception_handler)
+    app.add_exception_handler(RequestValidationError, _exception_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
-    app.add_exception_handler(Exception, _unhandled_handler)
+    app.add_exception_handler(Exception, _exception_handler)
