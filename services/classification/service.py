@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from starlette.requests import Request
 from starlette.responses import Response
 
+from modelfleet.api import CLASSIFY, CLASSIFY_TASKS
 from modelfleet.app import json_response
 from modelfleet.errors import InvalidRequest
 from modelfleet.resolve import resolve_encoder
+from modelfleet.routes import Route
+from modelfleet.schemas import ClassifyRequest
 from modelfleet.service import ModelService
 from services.classification.backends import (
     ClassifierBackend,
@@ -20,10 +23,9 @@ from services.classification.backends import (
     SequenceClassificationBackend,
     is_sequence_classifier,
 )
-from services.classification.schemas import ClassifyRequest
 from services.classification.settings import ClassificationSettings
 
-ROUTE = "/v1/classify"
+ROUTE = CLASSIFY.path
 
 
 class ClassificationService(ModelService):
@@ -91,11 +93,8 @@ class ClassificationService(ModelService):
         self.metrics.input_tokens.labels(self.name, ROUTE).inc(sum(r.tokens for r in results))
         return results
 
-    def routes(self) -> APIRouter:
-        router = APIRouter(tags=["classification"])
-
-        @router.post(ROUTE, summary="Classify texts: sentiment, intent or custom labels")
-        async def classify(body: ClassifyRequest) -> Response:
+    def routes(self) -> list[Route]:
+        async def classify(body: ClassifyRequest, _: Request) -> Response:
             results = await self.classify(body)
             data = []
             for i, r in enumerate(results):
@@ -117,8 +116,7 @@ class ClassificationService(ModelService):
                 }
             )
 
-        @router.get(f"{ROUTE}/tasks", summary="Built-in tasks and their labels")
-        async def tasks() -> Response:
+        async def tasks(_: None, __: Request) -> Response:
             self.ensure_ready()
             return json_response(
                 {
@@ -130,4 +128,4 @@ class ClassificationService(ModelService):
                 }
             )
 
-        return router
+        return [Route(CLASSIFY, classify, raw=True), Route(CLASSIFY_TASKS, tasks)]
