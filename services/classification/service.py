@@ -30,7 +30,6 @@ ROUTE = CLASSIFY.path
 
 class ClassificationService(ModelService):
     name = "classification"
-    fast_routes = True
     settings: ClassificationSettings
 
     def __init__(self, settings: ClassificationSettings) -> None:
