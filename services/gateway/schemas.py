@@ -10,27 +10,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelfleet.decoding import openai as decoding_api
+
 
 class _Doc(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class _Sampling(_Doc):
-    model: str | None = None
-    temperature: float | None = Field(default=None, description="0 makes the answer cacheable")
-    max_tokens: int | None = None
-    top_p: float | None = None
-    stop: str | list[str] | None = None
-    stream: bool = False
-    seed: int | None = None
-
-
-class ChatCompletionRequest(_Sampling):
-    messages: list[dict[str, Any]] = Field(description="[{role, content}, ...]")
-
-
-class CompletionRequest(_Sampling):
-    prompt: str | list[str]
+# The decoders' own request models: every OpenAI parameter they take, documented once.
+ChatCompletionRequest = decoding_api.ChatCompletionRequest
+CompletionRequest = decoding_api.CompletionRequest
 
 
 class EmbeddingRequest(_Doc):
