@@ -35,6 +35,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.pools import Pool
 from services.gateway.ratelimit import RateLimiter, estimate_tokens
 from services.gateway.redisconn import RedisDown
+from services.gateway.sse_guard import guard_sse
 from services.gateway.upstream import PoolUnavailable, Reply, StreamReply, Upstream
 
 log = logging.getLogger("modelfleet.gateway.proxy")
@@ -273,8 +274,12 @@ class Gateway:
 
         async def body() -> AsyncIterator[bytes]:
             events = 0
+            # A 200 stream is SSE: a replica dying mid-way ends it with an error event + [DONE].
+            source = (
+                guard_sse(streamed.chunks, ep.pool) if streamed.status == 200 else streamed.chunks
+            )
             try:
-                async for chunk in streamed.chunks:
+                async for chunk in source:
                     if count:
                         # One SSE event carries about one token: a cheap, honest estimate.
                         events += chunk.count(b"data:")
