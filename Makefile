@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 APT_STAMP := .run/.sysdeps
 PYTEST_ARGS ?=
 
-.PHONY: help install sysdeps run stop test test-slow lint fmt bench eval images helm-lint clean
+.PHONY: help install sysdeps run stop test test-slow test-chaos soak bench-fleet lint fmt bench eval images \
+	helm-lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -46,10 +47,21 @@ stop: ## stop what `make run` started
 	$(BIN)/python -m modelfleet.localfleet stop
 
 test: install sysdeps ## the full default test tier (what CI runs)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not chaos" $(PYTEST_ARGS)
 
 test-slow: install sysdeps ## the heavier tier (tests marked slow; exit 5 = none marked right now)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+test-chaos: install sysdeps ## fault injection (tests/chaos); CHAOS_REDIS_OUTAGE_S=60 by default
+	$(BIN)/python -m pytest tests/chaos -m chaos $(PYTEST_ARGS)
+
+SOAK_SECONDS ?= 600
+soak: install sysdeps ## mixed load through the gateway for SOAK_SECONDS; fails on RSS growth > 5 % or any error
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python -m tests.soak.run
+
+FLEET_REPORT_DIR ?= .run/fleet-report
+bench-fleet: install sysdeps ## fleet report: mixed load at rising concurrency -> Markdown + PNG + JSON in FLEET_REPORT_DIR
+	$(BIN)/python -m tests.perf.report --out $(FLEET_REPORT_DIR)
 
 lint: install ## ruff + mypy
 	$(BIN)/ruff check .
