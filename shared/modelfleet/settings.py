@@ -30,6 +30,9 @@ class ServiceSettings(BaseSettings):
     log_json: bool = True
     access_log: bool = True
     environment: Literal["development", "staging", "production"] = "development"
+    shutdown_grace_s: float = Field(
+        default=30.0, ge=0, description="after SIGTERM, how long requests in flight may finish"
+    )
     # See modelfleet.memory: without these an encoder's RSS grows for as long as it serves.
     malloc_mmap_threshold: int = Field(
         default=0,
@@ -53,9 +56,6 @@ class ModelServiceSettings(ServiceSettings):
     max_wait_ms: float = Field(default=2.0, ge=0, le=1000)
     max_queue: int = Field(default=1024, ge=1)
     request_timeout_s: float = Field(default=30.0, gt=0)
-    shutdown_grace_s: float = Field(
-        default=30.0, ge=0, description="after SIGTERM, how long requests in flight may finish"
-    )
     max_input_items: int = Field(default=256, ge=1)
     max_input_chars: int = Field(default=100_000, ge=1)
     malloc_trim_interval_s: float = Field(
