@@ -2,12 +2,14 @@
 
 Loads the packaged embedding model in-process (or ``--model``), builds
 :class:`~services.classification.embedding_classifier.EmbeddingClassifier` exactly as the service
-does, and scores the evaluation sets in ``tests/data/classification/`` (written for the project,
-kept apart from the shipped training examples):
+does, and scores the held-out sets (written for the project, kept apart from the shipped
+training examples):
 
-- ``sentiment`` and ``intent``: the built-in tasks (head trained on the shipped examples);
+- ``sentiment`` and ``intent``: the built-in tasks (head trained on the shipped examples), on
+  ``shared/modelfleet_toolkit/datasets/<task>/test.csv``: the toolkit's held-out split, one copy,
+  so the toolkit's accuracy and this one are figures on the same texts;
 - ``topic``: custom labels, zero-shot, with the label descriptions a user would pass
-  (``topic.labels.json``).
+  (``tests/data/classification/topic.jsonl`` and ``topic.labels.json``).
 
 Baselines printed for comparison: zero-shot with label names only (and with the task's label
 descriptions) for the built-in tasks, the topic task from label names only, and the built-in
@@ -21,6 +23,7 @@ head trained on just 15 shipped examples per label (mean over 5 random draws).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -38,6 +41,8 @@ from services.classification.embedding_classifier import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO_ROOT / "tests" / "data" / "classification"
+# Read by path, not through the package: the services never import the toolkit.
+DEFAULT_HELDOUT_DIR = REPO_ROOT / "shared" / "modelfleet_toolkit" / "datasets"
 TARGET_ACCURACY = 0.85
 FEW_SHOT_K = 15
 FEW_SHOT_DRAWS = 5
@@ -55,6 +60,13 @@ def load_jsonl(path: Path) -> tuple[list[str], list[str]]:
             texts.append(str(row["text"]))
             labels.append(str(row["label"]))
     return texts, labels
+
+
+def load_csv(path: Path) -> tuple[list[str], list[str]]:
+    """A ``text,label`` CSV, in file order."""
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
 def metrics(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
@@ -139,6 +151,7 @@ def evaluate(
     device: str = "cpu",
     data_dir: Path = DEFAULT_DATA_DIR,
     tasks_dir: Path = DEFAULT_TASKS_DIR,
+    heldout_dir: Path = DEFAULT_HELDOUT_DIR,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     encode, model_name = make_encoder(model, device)
@@ -177,7 +190,7 @@ def evaluate(
     for task in ("sentiment", "intent"):
         if task not in clf.tasks():
             continue
-        texts, gold = load_jsonl(data_dir / f"{task}.jsonl")
+        texts, gold = load_csv(heldout_dir / task / "test.csv")
         spec = clf.specs[task]
         per_label = min(len(v) for v in spec.examples.values())
         run(
@@ -313,7 +326,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--model", default="", help="embedding model dir or HF id (default: packaged)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
-    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the topic set's folder"
+    )
+    ap.add_argument(
+        "--heldout-dir",
+        type=Path,
+        default=DEFAULT_HELDOUT_DIR,
+        help="folder with <task>/test.csv for the built-in tasks (default: the toolkit's datasets)",
+    )
     ap.add_argument("--tasks-dir", type=Path, default=DEFAULT_TASKS_DIR)
     ap.add_argument("--json", action="store_true", help="print one JSON document instead")
     ap.add_argument(
@@ -323,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    report = evaluate(args.model, args.device, args.data_dir, args.tasks_dir)
+    report = evaluate(args.model, args.device, args.data_dir, args.tasks_dir, args.heldout_dir)
     failing = [
         f"{r['task']}: {r['accuracy']:.3f}"
         for r in report["results"]

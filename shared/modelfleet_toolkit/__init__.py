@@ -1,0 +1,1 @@
+"""modelfleet's model development toolkit: train, tune and evaluate models (``modelfleet`` CLI)."""
