@@ -16,6 +16,7 @@ import pytest
 
 from modelfleet_toolkit import datasets
 from modelfleet_toolkit.datasets.overlap import find_leaks, normalise, tokens
+from modelfleet_toolkit.datasets.overlap import main as overlap_main
 from services.classification.embedding_classifier import load_tasks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,3 +132,19 @@ def test_distinct_texts_are_not_leaks(heldout: str, train: str) -> None:
 
 def test_cjk_is_tokenised_per_character() -> None:
     assert tokens("我要退款, OK") == Counter({"我": 1, "要": 1, "退": 1, "款": 1, "ok": 1})
+
+
+def test_overlap_command_on_user_csvs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train = tmp_path / "train.csv"
+    test = tmp_path / "test.csv"
+    train.write_text("sentence,label\nMy laptop won't turn on.,tech\nHi there,greeting\n")
+    test.write_text("sentence,label\nmy laptop wont turn on,tech\nWhere is the shop?,question\n")
+    assert overlap_main([str(train), str(test), "--text-column", "sentence"]) == 1
+    out = capsys.readouterr().out
+    assert "my laptop wont turn on" in out and "Where is the shop" not in out
+    assert overlap_main([str(train), str(train), "--text-column", "sentence"]) == 1
+    clean = tmp_path / "clean.csv"
+    clean.write_text("sentence,label\nWhere is the shop?,question\n")
+    assert overlap_main([str(train), str(clean), "--text-column", "sentence"]) == 0
+    with pytest.raises(SystemExit, match="no column 'text'"):
+        overlap_main([str(train), str(clean)])
