@@ -147,7 +147,9 @@ def _sentence_transformer(model: str, device: str) -> Embed:
     return embed
 
 
-def embedder(model: str | Embed | None = None, *, device: str = "cpu") -> Embed:
+def embedder(
+    model: str | Embed | None = None, *, device: str = "cpu", api_key: str | None = None
+) -> Embed:
     """A texts -> embeddings callable for ``model``.
 
     ``None``: the packaged all-MiniLM-L6-v2; an ``http(s)://`` URL: a running embedding service
@@ -166,20 +168,27 @@ def embedder(model: str | Embed | None = None, *, device: str = "cpu") -> Embed:
         url = model
 
         def remote(texts: list[str]) -> np.ndarray:
-            return np.asarray(embed_endpoint(url, texts), dtype=np.float32)
+            return np.asarray(embed_endpoint(url, texts, api_key=api_key), dtype=np.float32)
 
         return remote
     return _sentence_transformer(model, device)
 
 
 def semantic_similarity(
-    preds: Sequence[str], refs: Sequence[str], model: str | Embed | None = None
+    preds: Sequence[str],
+    refs: Sequence[str],
+    model: str | Embed | None = None,
+    *,
+    api_key: str | None = None,
 ) -> list[float]:
-    """Cosine similarity of each prediction's embedding with its reference's (-1..1)."""
+    """Cosine similarity of each prediction's embedding with its reference's (-1..1).
+
+    ``model`` as for :func:`embedder`; ``api_key`` for an endpoint URL behind the gateway.
+    """
     refs_lists = _as_lists(preds, refs)
     if any(len(r) != 1 for r in refs_lists):
         raise ValueError("semantic_similarity takes exactly one reference per prediction")
-    embed = embedder(model)
+    embed = embedder(model, api_key=api_key)
     vecs = embed([*preds, *(r[0] for r in refs_lists)])
     a, b = vecs[: len(preds)], vecs[len(preds) :]
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
