@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import numpy as np
@@ -73,16 +74,24 @@ def test_custom_labels_and_ranked_scores(classification_proc: Proc) -> None:
         assert r[0][1] >= r[1][1] and sum(s for _, s in r) == pytest.approx(1, abs=1e-3)
 
 
+@pytest.mark.parametrize(
+    ("texts", "kw", "message"),
+    [
+        (["hello"], {"task": "no-such-task"}, "no-such-task"),
+        # a batch over the server's MAX_INPUT_ITEMS (64 in the test fixture)
+        (["hello"] * 70, {"task": "intent", "batch_size": 70}, "too many inputs: 70 > 64"),
+    ],
+)
 def test_a_refused_request_raises_the_servers_message_without_retrying(
-    classification_proc: Proc,
+    classification_proc: Proc, texts: list[str], kw: dict[str, Any], message: str
 ) -> None:
     waits: list[float] = []
     with (
         EndpointClient(classification_proc.url, sleep=waits.append) as client,
         pytest.raises(EndpointError) as info,
     ):
-        client.classify(["hello"], task="no-such-task")
-    assert info.value.status == 400 and "no-such-task" in str(info.value)
+        client.classify(texts, **kw)
+    assert info.value.status == 400 and message in str(info.value)
     assert waits == []
 
 
