@@ -1,0 +1,50 @@
+"""The ``modelfleet`` command line: one subcommand per module in :data:`COMMANDS`.
+
+A command module has ``add_parser(subparsers)`` (its flags) and ``run(args) -> int``; adding a
+command is one line in :data:`COMMANDS`. Usage errors (bad config, missing data) exit 2 with one
+line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from modelfleet_toolkit.commands import cv, data, evaluate, train, tune
+from modelfleet_toolkit.config import ConfigError
+from modelfleet_toolkit.data import DataError
+
+COMMANDS: list[ModuleType] = [train, tune, evaluate, cv, data]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with every command's subparser."""
+    parser = argparse.ArgumentParser(
+        prog="modelfleet",
+        description=(
+            "Develop models for the fleet: train, tune, evaluate and cross-validate text "
+            "classifiers, tracked in MLflow. Each command takes --config FILE.yaml and flags "
+            "that override it; --json prints the results as one JSON object."
+        ),
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``modelfleet`` script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (ConfigError, DataError) as exc:
+        print(f"modelfleet {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The CLI skeleton: command registry, config file + flag overrides, data loading, --json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelfleet_toolkit import cli
+from modelfleet_toolkit.config import ConfigError, TrainConfig, load_yaml, resolve
+from modelfleet_toolkit.data import DataError, clean_text, fingerprint, load_examples
+from tests.toolkit.conftest import HELD_OUT, ROOT, write_csv
+
+
+def test_flags_override_the_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("data: a.csv\nlearning_rate: 0.001\nbatch_size: 4\nclean: true\n")
+    parser = cli.build_parser()
+    args = parser.parse_args(
+        ["train", "-c", str(cfg), "--batch-size", "8", "--no-clean", "--schedule", "one_cycle"]
+    )
+    resolved = resolve(TrainConfig, load_yaml(args.config), args)
+    assert resolved.data == "a.csv"
+    assert resolved.learning_rate == 0.001  # from the file
+    assert resolved.batch_size == 8  # the flag wins
+    assert resolved.clean is False
+    assert resolved.schedule == "one_cycle"
+    assert resolved.epochs == TrainConfig().epochs  # untouched default
+
+
+def test_unknown_config_key_is_a_usage_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("data: a.csv\nlearnin_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="learnin_rate"):
+        resolve(TrainConfig, load_yaml(cfg), cli.build_parser().parse_args(["train"]))
+    assert cli.main(["train", "-c", str(cfg)]) == 2
+
+
+def test_csv_jsonl_and_datasets_dir_load_alike_with_one_fingerprint(tmp_path: Path) -> None:
+    import datasets
+
+    from_jsonl = load_examples(HELD_OUT / "sentiment.jsonl")
+    rows = list(zip(from_jsonl.texts, from_jsonl.labels, strict=True))
+    from_csv = load_examples(write_csv(tmp_path / "s.csv", rows))
+    ds_dir = tmp_path / "ds"
+    datasets.Dataset.from_dict({"sentence": from_jsonl.texts, "y": from_jsonl.labels}).save_to_disk(
+        str(ds_dir)
+    )
+    from_dir = load_examples(ds_dir, text_column="sentence", label_column="y")
+    assert fingerprint(from_jsonl) == fingerprint(from_csv) == fingerprint(from_dir)
+    changed = write_csv(tmp_path / "c.csv", [*rows[:-1], (rows[-1][0] + "!", rows[-1][1])])
+    assert fingerprint(load_examples(changed)) != fingerprint(from_csv)
+    with pytest.raises(DataError, match="no column 'body'"):
+        load_examples(tmp_path / "s.csv", text_column="body")
+
+
+def test_cleaning_folds_full_width_and_keeps_cjk() -> None:
+    # Full-width comma, exclamation mark and "Hello", an ideographic full stop.
+    raw = "  退款\uff0c请\uff01  \uff28\uff45\uff4c\uff4c\uff4f\t world\u3002 "
+    assert clean_text(raw) == "退款,请! Hello world."
+
+
+def test_data_command_prints_one_json_object(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelfleet_toolkit",
+            "data",
+            "--json",
+            "--data",
+            str(HELD_OUT / "intent.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    result = json.loads(out.stdout)
+    assert result["rows"] == 120
+    assert len(result["fingerprint"]) == 64
+    assert sum(result["labels"].values()) == 120
