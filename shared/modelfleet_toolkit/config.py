@@ -98,19 +98,24 @@ def _flag_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
     return str, {}
 
 
-def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], prefix: str = "") -> None:
-    """One ``--field-name`` flag per field of ``model``; unset flags stay out of the namespace."""
+def add_flags(
+    parser: argparse.ArgumentParser, model: type[BaseModel], exclude: frozenset[str] = frozenset()
+) -> None:
+    """One ``--field-name`` flag per scalar field of ``model``; unset flags stay out of the
+    namespace, so only what the user typed overrides the config file."""
     group = parser.add_argument_group(f"{model.__name__} (override the config file)")
     for name, field in model.model_fields.items():
+        if name in exclude or get_origin(field.annotation) is dict:
+            continue
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             continue
-        flag = "--" + (prefix + name).replace("_", "-")
+        flag = "--" + name.replace("_", "-")
         kind, extra = _flag_type(field.annotation)
         help_text = f"{field.description or ''} (default: {field.default!r})"
         if kind is bool:
             group.add_argument(
                 flag,
-                dest=prefix + name,
+                dest=name,
                 action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS,
                 help=help_text,
@@ -118,7 +123,7 @@ def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], prefix: s
         else:
             group.add_argument(
                 flag,
-                dest=prefix + name,
+                dest=name,
                 type=kind,
                 default=argparse.SUPPRESS,
                 help=help_text,
@@ -140,18 +145,16 @@ def load_yaml(path: str | Path | None) -> dict[str, Any]:
 
 
 def flag_values(
-    args: argparse.Namespace, model: type[BaseModel], prefix: str = ""
+    args: argparse.Namespace, model: type[BaseModel], exclude: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
     """The flags for ``model``'s fields that the user actually gave."""
     given = vars(args)
-    return {name: given[prefix + name] for name in model.model_fields if prefix + name in given}
+    return {n: given[n] for n in model.model_fields if n in given and n not in exclude}
 
 
-def resolve(
-    model: type[M], file_values: dict[str, Any], args: argparse.Namespace, prefix: str = ""
-) -> M:
+def resolve(model: type[M], file_values: dict[str, Any], args: argparse.Namespace) -> M:
     """``model`` from YAML values overridden by given flags, validated once."""
-    merged = {**file_values, **flag_values(args, model, prefix)}
+    merged = {**file_values, **flag_values(args, model)}
     try:
         return model.model_validate(merged)
     except Exception as exc:  # pydantic's ValidationError names every bad field

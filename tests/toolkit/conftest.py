@@ -35,6 +35,18 @@ def shipped_rows(
     return rows
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Toolkit tests train with one intra-op thread: the test machines are small and shared, and
+    two threads contending with other processes made each step ~10x slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh SQLite tracking store; the working directory is the test's tmp dir."""
@@ -48,3 +60,32 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
 def sentiment_csv(tmp_path: Path) -> Path:
     """36 sentiment rows (12 per label)."""
     return write_csv(tmp_path / "sentiment.csv", shipped_rows("sentiment", 12))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT with the packaged MiniLM's tokenizer, saved as a model directory.
+
+    For tests of the machinery around training (tuning, folds, DDP) where the model's quality
+    does not matter: the same code path as MiniLM at a fraction of the cost per step.
+    """
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from modelfleet.resolve import packaged_embedding_dir
+
+    out = tmp_path_factory.mktemp("tiny-encoder")
+    tokenizer = AutoTokenizer.from_pretrained(str(packaged_embedding_dir()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out

@@ -32,7 +32,9 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_loss_falls_and_run_is_tracked(sentiment_csv: Path, mlflow_uri: str, tmp_path: Path) -> None:
+def test_loss_falls_and_run_is_tracked(
+    sentiment_csv: Path, mlflow_uri: str, tmp_path: Path
+) -> None:
     import mlflow
 
     out = tmp_path / "model"
@@ -53,8 +55,15 @@ def test_loss_falls_and_run_is_tracked(sentiment_csv: Path, mlflow_uri: str, tmp
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.05, losses
     assert result.metrics["train_samples_per_second"] > 0
     # The self-describing model directory.
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "train_config.yaml",
-                 "metrics.json", "model_card.json", "training_curves.png"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "train_config.yaml",
+        "metrics.json",
+        "model_card.json",
+        "training_curves.png",
+    ):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert set(config["label2id"]) == {"positive", "negative", "neutral"}

@@ -1,0 +1,160 @@
+"""Optuna studies of real (tiny) training trials: samplers, pruning, a killed study resuming."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from modelfleet_toolkit.config import TrainConfig
+from modelfleet_toolkit.tune import storage, tune
+from modelfleet_toolkit.tuneconfig import ParamSpec, TuneConfig
+from tests.toolkit.conftest import ROOT, shipped_rows, write_csv
+
+SPACE = {
+    "learning_rate": ParamSpec(type="float", low=1e-4, high=1e-2, log=True, grid=[1e-3, 5e-3]),
+    "weight_decay": ParamSpec(type="categorical", choices=[0.0, 0.1]),
+}
+
+
+@pytest.fixture
+def tiny_train(tmp_path: Path, tiny_encoder: Path) -> TrainConfig:
+    data = write_csv(tmp_path / "s.csv", shipped_rows("sentiment", 6))
+    return TrainConfig(
+        model=str(tiny_encoder),
+        data=str(data),
+        eval_fraction=0.33,
+        epochs=2,
+        batch_size=8,
+        max_length=24,
+        logging_steps=1,
+        track=False,
+    )
+
+
+@pytest.mark.parametrize("sampler", ["grid", "random", "tpe"])
+def test_each_sampler_runs_three_trials(
+    tmp_path: Path, tiny_train: TrainConfig, sampler: str
+) -> None:
+    cfg = TuneConfig(
+        train=tiny_train,
+        search_space=SPACE,
+        sampler=sampler,  # type: ignore[arg-type]
+        pruner="median",
+        n_trials=3,
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        study_name=f"s-{sampler}",
+        output_dir=str(tmp_path / "tune"),
+    )
+    result = tune(cfg)
+    assert len(result["trials"]) == 3
+    assert result["complete"] + result["pruned"] == 3
+    assert result["complete"] >= 1 and set(result["best_params"]) == set(SPACE)
+    assert (tmp_path / "tune" / "optimization_history.png").is_file()
+    for t in result["trials"]:
+        assert t["epochs"] is not None and 0 < t["epochs"] <= 2
+    if sampler == "grid":  # the grid tried distinct points of its 2x2 grid
+        assert len({tuple(sorted(t["params"].items())) for t in result["trials"]}) == 3
+
+
+@pytest.mark.parametrize("pruner", ["median", "hyperband"])
+def test_pruning_stops_weak_trials_and_counts_saved_epochs(
+    tmp_path: Path, tiny_train: TrainConfig, pruner: str
+) -> None:
+    # On the validation loss (it varies continuously with the learning rate, unlike this tiny
+    # model's accuracy), one evaluation per epoch over 4 epochs; learning rates from uselessly
+    # small to large, so trials trail each other at the first evaluations.
+    cfg = TuneConfig(
+        train=tiny_train.model_copy(update={"epochs": 4, "metric": "loss"}),
+        direction="minimize",
+        search_space={"learning_rate": ParamSpec(type="float", low=1e-7, high=0.1, log=True)},
+        sampler="random",
+        pruner=pruner,  # type: ignore[arg-type]
+        n_trials=6,
+        storage=None,
+        output_dir=str(tmp_path / "tune"),
+    )
+    result = tune(cfg)
+    assert result["pruned"] >= 1, result["trials"]
+    assert result["epochs_saved_by_pruning"] > 0, result["trials"]
+
+
+def _finished(url: str, name: str) -> int:
+    study = optuna.load_study(study_name=name, storage=storage(url))
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def test_a_killed_study_resumes(tmp_path: Path, tiny_train: TrainConfig) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "modelfleet_toolkit",
+        "tune",
+        "--json",
+        "--model",
+        str(tiny_train.model),
+        "--data",
+        tiny_train.data,
+        "--eval-fraction",
+        "0.33",
+        "--epochs",
+        "2",
+        "--max-length",
+        "24",
+        "--no-track",
+        "--sampler",
+        "random",
+        "--pruner",
+        "none",
+        "--n-trials",
+        "4",
+        "--storage",
+        url,
+        "--study-name",
+        "killed",
+        "--output-dir",
+        str(tmp_path / "tune"),
+    ]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'shared'}:{ROOT}", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    done = 0
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (tmp_path / "optuna.db").exists():
+                try:
+                    done = _finished(url, "killed")
+                except KeyError:  # the study is not created yet
+                    done = 0
+                if done >= 1:
+                    break
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert 1 <= done < 4, proc.stderr.read().decode() if proc.stderr else ""
+    before = optuna.load_study(study_name="killed", storage=storage(url)).trials
+    cfg: dict[str, Any] = {
+        "train": tiny_train,
+        "sampler": "random",
+        "pruner": "none",
+        "n_trials": 4,
+        "storage": url,
+        "study_name": "killed",
+        "output_dir": str(tmp_path / "tune"),
+    }
+    result = tune(TuneConfig(**cfg))
+    assert result["complete"] == 4  # the study finished its 4 trials across both processes
+    after = {t["number"]: t for t in result["trials"]}
+    for t in before:  # what finished before the kill is kept, not redone
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert after[t.number]["value"] == t.value
