@@ -304,8 +304,9 @@ def train(config: TrainConfig, callbacks: Sequence[Any] = (), progress: bool = T
             final = trainer.evaluate()
             metrics.update({k: float(v) for k, v in final.items() if isinstance(v, int | float)})
         metrics["global_step"] = float(trainer.state.global_step)
+        # Every rank calls save_model (it synchronises the processes); only rank 0 writes.
+        trainer.save_model(str(out))
         if trainer.is_world_process_zero():
-            trainer.save_model(str(out))
             modeldir.write_metadata(
                 out, config, base_model=base, labels=labels, data=data_info, metrics=metrics
             )
