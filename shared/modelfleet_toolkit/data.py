@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import random
 import re
 import unicodedata
@@ -154,8 +155,13 @@ def stratified_split(examples: Examples, fraction: float, seed: int) -> tuple[Ex
     from sklearn.model_selection import train_test_split
 
     idx = list(range(len(examples)))
+    n_labels = len(set(examples.labels))
+    # At least one evaluation row per label: small data sets would otherwise fail to split.
+    n_eval = max(math.ceil(fraction * len(idx)), n_labels)
+    if len(idx) - n_eval < n_labels:
+        raise DataError(f"{len(idx)} rows are too few to split off an evaluation set")
     train_idx, eval_idx = train_test_split(
-        idx, test_size=fraction, random_state=seed, stratify=examples.labels
+        idx, test_size=n_eval, random_state=seed, stratify=examples.labels
     )
     return subset(examples, train_idx), subset(examples, eval_idx)
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -25,7 +26,21 @@ def _train_cmd(launcher: list[str], data: Path, model: Path, out: Path, batch: i
     ]  # fmt: skip
 
 
-def test_two_process_ddp_matches_single_process(tmp_path: Path, tiny_encoder: Path) -> None:
+# torchrun in the default tier; accelerate's launcher (which runs the same torch.distributed
+# workers) in the slow tier.
+LAUNCHERS = {
+    "torchrun": ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"],
+    "accelerate": ["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "launcher", ["torchrun", pytest.param("accelerate", marks=pytest.mark.slow)]
+)
+def test_two_process_ddp_matches_single_process(
+    tmp_path: Path, tiny_encoder: Path, launcher: str
+) -> None:
     data = write_csv(tmp_path / "s.csv", shipped_rows("sentiment", 16))
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'shared'}:{ROOT}", "OMP_NUM_THREADS": "1"}
     single, ddp = tmp_path / "single", tmp_path / "ddp"
@@ -33,10 +48,8 @@ def test_two_process_ddp_matches_single_process(tmp_path: Path, tiny_encoder: Pa
         _train_cmd([sys.executable], data, tiny_encoder, single, 8),
         env=env, check=True, capture_output=True, timeout=300,
     )  # fmt: skip
-    # --standalone: a private rendezvous on a free port.
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     proc = subprocess.Popen(
-        _train_cmd(torchrun, data, tiny_encoder, ddp, 4),
+        _train_cmd([sys.executable, *LAUNCHERS[launcher]], data, tiny_encoder, ddp, 4),
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     try:
