@@ -36,8 +36,9 @@ def test_train_then_evaluate_a_model_dir_with_tracking(
 
     data = write_csv(tmp_path / "s.csv", shipped_rows("sentiment", 8))
     model = tmp_path / "model"
-    _json_out(capsys, ["train", "--json", "--model", str(tiny_encoder), "--data", str(data),
-                       "--max-steps", "2", "--max-length", "24", "--output-dir", str(model)])  # fmt: skip
+    argv = ["train", "--json", "--model", str(tiny_encoder), "--data", str(data),
+            "--max-steps", "2", "--max-length", "24", "--output-dir", str(model)]  # fmt: skip
+    _json_out(capsys, argv)
     result = _json_out(capsys, ["evaluate", "--json", "--model", str(model),
                                 "--data", str(HELD_OUT / "sentiment.jsonl"),
                                 "--output-dir", str(tmp_path / "eval")])  # fmt: skip
@@ -55,9 +56,10 @@ def test_cv_returns_k_scores_and_their_mean_and_std(
     tmp_path: Path, tiny_encoder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = write_csv(tmp_path / "s.csv", shipped_rows("sentiment", 6))
-    result = _json_out(capsys, ["cv", "--json", "-k", "3", "--no-track", "--model", str(tiny_encoder),
-                                "--data", str(data), "--max-steps", "2", "--max-length", "24",
-                                "--output-dir", str(tmp_path / "cv")])  # fmt: skip
+    argv = ["cv", "--json", "-k", "3", "--no-track", "--model", str(tiny_encoder),
+            "--data", str(data), "--max-steps", "2", "--max-length", "24",
+            "--output-dir", str(tmp_path / "cv")]  # fmt: skip
+    result = _json_out(capsys, argv)
     folds = result["folds"]
     assert isinstance(folds, list) and len(folds) == 3
     assert sum(f["rows"] for f in folds) == 18  # every example scored once, in its held-out fold
