@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 APT_STAMP := .run/.sysdeps
 PYTEST_ARGS ?=
 
-.PHONY: help install sysdeps run stop test test-slow lint fmt bench eval images helm-lint clean
+.PHONY: help install sysdeps run stop test test-slow lint fmt bench eval images helm-lint clean \
+	test-toolkit bench-train eval-toolkit tune-compare
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -65,6 +66,18 @@ bench: install sysdeps ## benchmarks (tests/perf), merged into bench-results.jso
 
 eval: install ## classification accuracy / macro-F1 on the held-out evaluation sets
 	$(BIN)/python -m services.classification.evaluate
+
+test-toolkit: install ## the toolkit's default-tier tests (short real training runs)
+	$(BIN)/python -m pytest tests/toolkit -m "not slow" $(PYTEST_ARGS)
+
+bench-train: install ## toolkit training samples/s vs a plain PyTorch loop (target ratio >= 0.95)
+	$(BIN)/python -m tests.perf.bench_train
+
+eval-toolkit: install ## train intent/sentiment with the toolkit; held-out accuracy vs the serving default
+	$(BIN)/python -m tests.perf.eval_toolkit
+
+tune-compare: install ## TPE vs grid (trials to the grid's best) and epochs saved by pruning
+	$(BIN)/python -m tests.perf.tune_compare
 
 helm-lint: install ## render + lint the chart with the Helm engine, validate against Kubernetes schemas
 	$(BIN)/python -m pytest tests/charts -q
