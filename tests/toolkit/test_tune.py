@@ -41,10 +41,11 @@ def tiny_train(tmp_path: Path, tiny_encoder: Path) -> TrainConfig:
 
 @pytest.mark.parametrize("sampler", ["grid", "random", "tpe"])
 def test_each_sampler_runs_three_trials(
-    tmp_path: Path, tiny_train: TrainConfig, sampler: str
+    tmp_path: Path, tiny_train: TrainConfig, sampler: str, mlflow_uri: str
 ) -> None:
+    tracked = sampler == "tpe"  # one of the three also checks the nested MLflow runs
     cfg = TuneConfig(
-        train=tiny_train,
+        train=tiny_train.model_copy(update={"track": tracked}),
         search_space=SPACE,
         sampler=sampler,  # type: ignore[arg-type]
         pruner="median",
@@ -62,6 +63,19 @@ def test_each_sampler_runs_three_trials(
         assert t["epochs"] is not None and 0 < t["epochs"] <= 2
     if sampler == "grid":  # the grid tried distinct points of its 2x2 grid
         assert len({tuple(sorted(t["params"].items())) for t in result["trials"]}) == 3
+    if tracked:
+        import mlflow
+
+        client = mlflow.MlflowClient(mlflow_uri)
+        parent = client.get_run(result["run_id"])
+        assert parent.data.metrics["best_value"] == result["best_value"]
+        artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert {"optimization_history.png", "trials.json"} <= artifacts
+        children = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+        )
+        assert sorted(r.info.run_name for r in children) == ["trial-0", "trial-1", "trial-2"]
 
 
 @pytest.mark.parametrize("pruner", ["median", "hyperband"])
