@@ -1,8 +1,8 @@
 """The ``modelfleet`` command line: one subcommand per module in :data:`COMMANDS`.
 
 A command module has ``add_parser(subparsers)`` (its flags) and ``run(args) -> int``; adding a
-command is one line in :data:`COMMANDS`. Usage errors (bad config, missing data) exit 2 with one
-line on stderr, never a traceback.
+command is one line in :data:`COMMANDS`. Usage errors (bad config, missing data or model) exit 2
+with one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, OSError) as exc:  # OSError: a model or file not found
         print(f"modelfleet {args.command}: {exc}", file=sys.stderr)
         return 2
 

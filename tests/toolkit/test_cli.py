@@ -83,3 +83,16 @@ def test_data_command_prints_one_json_object(tmp_path: Path) -> None:
     assert result["rows"] == 120
     assert len(result["fingerprint"]) == 64
     assert sum(result["labels"].values()) == 120
+
+
+def test_missing_model_or_data_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        cli.main(["evaluate", "--no-track", "--model", "m", "--data", str(tmp_path / "x.csv")]) == 2
+    )
+    assert "data not found" in capsys.readouterr().err
+    data = write_csv(tmp_path / "d.csv", [("hi", "a"), ("yo", "b")])
+    argv = ["evaluate", "--no-track", "--model", str(tmp_path / "nope"), "--data", str(data)]
+    assert cli.main(argv) == 2
+    assert "modelfleet evaluate:" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ def _lrs(schedule: str, tmp_path: Path, **kw: object) -> list[float]:
     )  # fmt: skip
     trainer_cls = _trainer_class()
     trainer_cls.schedule = schedule
-    trainer = trainer_cls(model=torch.nn.Linear(4, 2), args=training_arguments(cfg, tmp_path, False))
+    trainer = trainer_cls(
+        model=torch.nn.Linear(4, 2), args=training_arguments(cfg, tmp_path, False)
+    )
     trainer.create_optimizer_and_scheduler(num_training_steps=STEPS)
     lrs = []
     for _ in range(STEPS):
@@ -35,7 +38,7 @@ def test_warmup_then_cosine(tmp_path: Path) -> None:
     lrs = _lrs("cosine", tmp_path)
     assert lrs[0] == 0.0 and lrs[4] == pytest.approx(1e-3)  # 10% linear warmup
     after = lrs[4:]
-    assert all(a >= b for a, b in zip(after, after[1:], strict=False))  # then only decays
+    assert all(a >= b for a, b in pairwise(after))  # then only decays
     assert after[-1] < 1e-5
 
 
