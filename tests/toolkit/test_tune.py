@@ -78,7 +78,7 @@ def test_each_sampler_runs_three_trials(
         assert sorted(r.info.run_name for r in children) == ["trial-0", "trial-1", "trial-2"]
 
 
-@pytest.mark.parametrize("pruner", ["median", "hyperband"])
+@pytest.mark.parametrize("pruner", ["median", pytest.param("hyperband", marks=pytest.mark.slow)])
 def test_pruning_stops_weak_trials_and_counts_saved_epochs(
     tmp_path: Path, tiny_train: TrainConfig, pruner: str
 ) -> None:
