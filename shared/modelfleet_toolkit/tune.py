@@ -70,7 +70,10 @@ def _sampler(cfg: TuneConfig) -> Any:
     import optuna
 
     if cfg.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=cfg.seed)
+        # Optuna's default of 10 random start-up trials would make a 10-trial TPE study a
+        # random search; a third of the budget (2 to 10) leaves TPE trials to model.
+        startup = cfg.startup_trials or max(2, min(10, cfg.n_trials // 3))
+        return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=startup)
     if cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=cfg.seed)
     grid: dict[str, list[Any]] = {}

@@ -76,6 +76,9 @@ class TuneConfig(BaseModel):
     study_name: str = Field("modelfleet", description="study to create or resume")
     direction: Literal["maximize", "minimize"] = Field("maximize", description="of the metric")
     seed: int = Field(42, description="sampler seed")
+    startup_trials: int | None = Field(
+        None, ge=1, description="random trials before TPE models (default: n_trials // 3, 2-10)"
+    )
     output_dir: str = Field("runs/tune", description="trial model dirs, plots, trials table")
     keep_models: bool = Field(False, description="keep every trial's model dir (else best only)")
 

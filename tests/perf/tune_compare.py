@@ -21,6 +21,7 @@ from tests.toolkit.conftest import shipped_rows, write_csv
 
 EPOCHS = float(os.environ.get("TUNE_EPOCHS", "3"))
 TASK = os.environ.get("TUNE_TASK", "intent")
+PRUNING = os.environ.get("TUNE_PRUNING", "1") == "1"
 
 
 def run() -> dict[str, Any]:
@@ -51,11 +52,11 @@ def run() -> dict[str, Any]:
 
         grid = study("grid", "grid", "none")
         tpe = study("tpe", "tpe", "none")
-        pruned = study("tpe-pruned", "tpe", "median")
+        pruned = study("tpe-pruned", "tpe", "median") if PRUNING else None
     target = grid["best_value"]
     tpe_values = [t["value"] for t in tpe["trials"]]
     reached = next((i + 1 for i, v in enumerate(tpe_values) if v is not None and v >= target), None)
-    return {
+    result: dict[str, Any] = {
         "tune_tpe_vs_grid": {
             "grid_best_accuracy": round(target, 4),
             "grid_trials_to_best": grid["trials_to_best"],
@@ -66,6 +67,10 @@ def run() -> dict[str, Any]:
             "target": "TPE reaches the grid's best in fewer trials",
             "met": reached is not None and reached < grid["trials_to_best"],
         },
+    }
+    if pruned is None:
+        return result
+    result |= {
         "tune_pruning": {
             "pruned_trials": pruned["pruned"],
             "epochs_saved_by_pruning": pruned["epochs_saved_by_pruning"],
@@ -75,6 +80,7 @@ def run() -> dict[str, Any]:
             "met": pruned["epochs_saved_by_pruning"] > 0,
         },
     }
+    return result
 
 
 def main() -> int:
