@@ -4,7 +4,7 @@ For intent and sentiment: fine-tune the packaged MiniLM with ``modelfleet train`
 toolkit's training set (``modelfleet_toolkit/datasets/<task>/train.csv`` when present, else the
 service's shipped examples), then score it and the serving default (the classification service's
 embedding head, built as the service builds it) on the same held-out set,
-``tests/data/classification/<task>.jsonl``, side by side. Targets: intent >= 0.90, and neither
+``modelfleet_toolkit/datasets/<task>/test.csv``, side by side. Targets: intent >= 0.90, and neither
 task below the serving default.
 
     python -m tests.perf.eval_toolkit               # JSON, merged into bench-results.json
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.perf.common import merge_results
-from tests.toolkit.conftest import HELD_OUT, ROOT, shipped_rows, write_csv
+from tests.toolkit.conftest import heldout, ROOT, shipped_rows, write_csv
 
 TOOLKIT_DATA = ROOT / "shared" / "modelfleet_toolkit" / "datasets"
 TASKS = [t for t in os.environ.get("EVAL_TASKS", "intent,sentiment").split(",") if t]
@@ -68,7 +68,7 @@ def run() -> dict[str, Any]:
                 track=False, save_total_limit=1,
             )  # fmt: skip
             trained = train(cfg)
-            held = load_examples(HELD_OUT / f"{task}.jsonl")
+            held = load_examples(heldout(task))
             kit = evaluate_classifier(trained.output_dir, held, max_length=64)
             base = classification_metrics(held.labels, serving_default(task, held.texts))
             target = max(0.90 if task == "intent" else 0.0, base["accuracy"])
@@ -81,7 +81,7 @@ def run() -> dict[str, Any]:
                 if data.is_relative_to(ROOT)
                 else "shipped examples",
                 "steps": trained.metrics.get("global_step"),
-                "held_out": f"tests/data/classification/{task}.jsonl ({len(held)} rows)",
+                "held_out": f"modelfleet_toolkit/datasets/{task}/test.csv ({len(held)} rows)",
                 "epochs_run": trained.metrics.get("epoch"),
                 "train_samples_per_second": trained.metrics.get("train_samples_per_second"),
                 "target": f">= {target:.3f} (intent >= 0.90, not below the serving default)",

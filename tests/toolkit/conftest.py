@@ -12,7 +12,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ROOT / "services" / "classification" / "tasks"
-HELD_OUT = ROOT / "tests" / "data" / "classification"
+
+
+def heldout(task: str) -> Path:
+    """The shipped held-out split of ``task`` (the set ``make eval`` scores the serving default on)."""
+    from modelfleet_toolkit import datasets
+
+    return datasets.path(task, "test")
 
 
 def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:

@@ -12,7 +12,7 @@ import pytest
 from modelfleet_toolkit import cli
 from modelfleet_toolkit.config import ConfigError, TrainConfig, load_yaml, resolve
 from modelfleet_toolkit.data import DataError, clean_text, fingerprint, load_examples
-from tests.toolkit.conftest import HELD_OUT, ROOT, write_csv
+from tests.toolkit.conftest import heldout, ROOT, write_csv
 
 
 def test_flags_override_the_config_file(tmp_path: Path) -> None:
@@ -42,9 +42,12 @@ def test_unknown_config_key_is_a_usage_error(tmp_path: Path) -> None:
 def test_csv_jsonl_and_datasets_dir_load_alike_with_one_fingerprint(tmp_path: Path) -> None:
     import datasets
 
-    from_jsonl = load_examples(HELD_OUT / "sentiment.jsonl")
-    rows = list(zip(from_jsonl.texts, from_jsonl.labels, strict=True))
-    from_csv = load_examples(write_csv(tmp_path / "s.csv", rows))
+    from_csv = load_examples(heldout("sentiment"))
+    rows = list(zip(from_csv.texts, from_csv.labels, strict=True))
+    jsonl = tmp_path / "s.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    from_jsonl = load_examples(jsonl)
+    write_csv(tmp_path / "s.csv", rows)
     ds_dir = tmp_path / "ds"
     datasets.Dataset.from_dict({"sentence": from_jsonl.texts, "y": from_jsonl.labels}).save_to_disk(
         str(ds_dir)
@@ -72,7 +75,7 @@ def test_data_command_prints_one_json_object(tmp_path: Path) -> None:
             "data",
             "--json",
             "--data",
-            str(HELD_OUT / "intent.jsonl"),
+            str(heldout("intent")),
         ],
         capture_output=True,
         text=True,

@@ -10,7 +10,7 @@ from sklearn.metrics import f1_score
 
 from modelfleet_toolkit import cli
 from modelfleet_toolkit.evaluate import classification_metrics
-from tests.toolkit.conftest import HELD_OUT, shipped_rows, write_csv
+from tests.toolkit.conftest import heldout, shipped_rows, write_csv
 
 
 def _json_out(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict[str, object]:
@@ -40,7 +40,7 @@ def test_train_then_evaluate_a_model_dir_with_tracking(
             "--max-steps", "2", "--max-length", "24", "--output-dir", str(model)]  # fmt: skip
     _json_out(capsys, argv)
     result = _json_out(capsys, ["evaluate", "--json", "--model", str(model),
-                                "--data", str(HELD_OUT / "sentiment.jsonl"),
+                                "--data", str(heldout("sentiment")),
                                 "--output-dir", str(tmp_path / "eval")])  # fmt: skip
     assert result["rows"] == 90
     assert set(result["per_class"]) == {"positive", "negative", "neutral"}  # type: ignore[arg-type]

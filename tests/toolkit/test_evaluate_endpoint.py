@@ -9,14 +9,14 @@ import pytest
 
 from modelfleet_toolkit import cli
 from tests.support.procs import Proc
-from tests.toolkit.conftest import HELD_OUT
+from tests.toolkit.conftest import heldout
 
 
 def test_evaluate_endpoint_scores_the_running_service(
     classification_proc: Proc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["evaluate", "--json", "--no-track", "--endpoint", classification_proc.url,
-            "--task", "intent", "--data", str(HELD_OUT / "intent.jsonl"),
+            "--task", "intent", "--data", str(heldout("intent")),
             "--output-dir", str(tmp_path)]  # fmt: skip
     assert cli.main(argv) == 0
     result = json.loads(capsys.readouterr().out)
@@ -32,7 +32,7 @@ def test_evaluate_endpoint_with_custom_labels(
     classification_proc: Proc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["evaluate", "--json", "--no-track", "--endpoint", classification_proc.url,
-            "--labels", "positive,negative,neutral", "--data", str(HELD_OUT / "sentiment.jsonl"),
+            "--labels", "positive,negative,neutral", "--data", str(heldout("sentiment")),
             "--output-dir", str(tmp_path)]  # fmt: skip
     assert cli.main(argv) == 0
     result = json.loads(capsys.readouterr().out)
