@@ -20,12 +20,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from modelfleet import flavours as fl
 from modelfleet.devices import pick_device, torch_dtype
 from modelfleet.encoder import SentenceEncoder
 from modelfleet.errors import InvalidRequest
+from modelfleet.flavours import Feats, Runner
 from modelfleet.resolve import ModelSource, weights_fingerprint
 
 Labels = tuple[str, ...] | tuple[tuple[str, str], ...]
+# what FLAVOUR=auto times each candidate flavour on, 8 at a time
+_SAMPLE = "I ordered the blue one last week and it still has not arrived, can you check?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,7 @@ class ClassifyResult:
     labels: list[tuple[str, float]]
     tokens: int
     truncated: bool
+    model: str = ""  # the model that answered (set by the service: a swap may come between)
 
 
 class ClassifierBackend(Protocol):
@@ -144,39 +149,92 @@ class EmbeddingBackend:
 
 
 class SequenceClassificationBackend:
+    """A ``*ForSequenceClassification`` model run in one of its flavours (float, int8, ONNX).
+
+    ``flavour="auto"`` times every flavour the model card says stays within its quality budget
+    on this machine and keeps the fastest; a directory without a card's ``flavours`` section
+    runs float, as before. See :mod:`modelfleet.flavours`.
+    """
+
     kind = "sequence-classification"
 
-    def __init__(self, source: ModelSource, device: str, dtype: str) -> None:
+    def __init__(
+        self, source: ModelSource, device: str, dtype: str, flavour: str = "auto", threads: int = 0
+    ) -> None:
         self.source = source
         self.device = pick_device(device)
         self.dtype = dtype
+        self.flavour = flavour
+        self.threads = threads
         self.revision = source.revision or "unknown"
         self.task_name = "default"
         self.id2label: dict[int, str] = {}
         self.max_tokens = 512
-        self.model: Any = None
+        self.runner: Runner | None = None
         self.tokenizer: Any = None
+        self.timings: dict[str, float] = {}
         self._tokenizer_lock = threading.Lock()
 
+    def _features(self, texts: list[str]) -> Feats:
+        enc = self.tokenizer(
+            texts, truncation=True, max_length=self.max_tokens, padding=True, return_tensors="np"
+        )
+        return {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
+
     def load(self) -> None:
-        import torch  # noqa: F401 - fail early with a clear import error
+        from transformers import AutoConfig, AutoTokenizer
+
+        if not self.source.local:  # a hub id: float only (flavours live in exported dirs)
+            self._load_hub()
+            return
+        path = self.source.path
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+        card = fl.model_card(path)
+        self.id2label = {int(k): str(v) for k, v in cfg.id2label.items()}
+        self.task_name = str(card.get("task") or getattr(cfg, "finetuning_task", None) or "default")
+        limit = getattr(self.tokenizer, "model_max_length", 512) or 512
+        self.max_tokens = int(min(limit, getattr(cfg, "max_position_embeddings", limit)))
+        if self.flavour == "auto":
+            candidates = fl.eligible(card, fl.available(path))
+            if self.device != "cpu":
+                candidates = [c for c in candidates if c == fl.FLOAT]
+            if len(candidates) == 1:
+                self.runner = fl.load_runner(
+                    path, fl.FLOAT, device=self.device, dtype=torch_dtype(self.dtype, self.device)
+                )
+            else:
+                sample = self._features([_SAMPLE] * 8)
+                self.runner, self.timings = fl.pick_fastest(
+                    path, candidates, sample, threads=self.threads
+                )
+        else:
+            self.runner = fl.load_runner(
+                path, self.flavour, device=self.device,
+                dtype=torch_dtype(self.dtype, self.device), threads=self.threads,
+            )  # fmt: skip
+        if not self.source.revision:
+            self.revision = "sha256:" + weights_fingerprint(path)
+        if self.runner.flavour != fl.FLOAT:
+            self.revision += f"+{self.runner.flavour}"
+
+    def _load_hub(self) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        kw: dict[str, Any] = {"local_files_only": self.source.local}
+        kw: dict[str, Any] = {"local_files_only": False}
         if self.source.revision:
             kw["revision"] = self.source.revision
         self.tokenizer = AutoTokenizer.from_pretrained(self.source.location, **kw)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
+        model = AutoModelForSequenceClassification.from_pretrained(
             self.source.location, dtype=torch_dtype(self.dtype, self.device), **kw
         ).to(self.device)
-        self.model.eval()
-        cfg = self.model.config
+        model.eval()
+        self.runner = fl.TorchRunner(model, fl.FLOAT, self.device)
+        cfg = model.config
         self.id2label = {int(k): str(v) for k, v in cfg.id2label.items()}
         self.task_name = str(getattr(cfg, "finetuning_task", None) or "default")
         limit = getattr(self.tokenizer, "model_max_length", 512) or 512
         self.max_tokens = int(min(limit, getattr(cfg, "max_position_embeddings", limit)))
-        if self.source.local and not self.source.revision:
-            self.revision = "sha256:" + weights_fingerprint(self.source.path)
 
     def tasks(self) -> dict[str, dict[str, str]]:
         return {self.task_name: {lbl: lbl for lbl in self.id2label.values()}}
@@ -194,17 +252,14 @@ class SequenceClassificationBackend:
             )
 
     def classify_batch(self, items: list[ClassifyItem]) -> list[ClassifyResult]:
-        import torch
-
+        assert self.runner is not None, "load() first"
         texts = [it.text for it in items]
         with self._tokenizer_lock:  # fast tokenizers keep truncation settings in shared state
             full = self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
-            feats = self.tokenizer(
-                texts, truncation=True, max_length=self.max_tokens, padding=True,
-                return_tensors="pt",
-            ).to(self.device)  # fmt: skip
-        with torch.inference_mode():
-            probs = torch.softmax(self.model(**feats).logits.float(), dim=-1).cpu().numpy()
+            feats = self._features(texts)
+        logits = self.runner.logits(feats)
+        z = logits - logits.max(axis=1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
         out = []
         for it, p, ids in zip(items, probs, full, strict=True):
             order = np.argsort(-p)[: it.top_k] if it.top_k else np.argsort(-p)

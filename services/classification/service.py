@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import APIRouter
 from starlette.responses import Response
 
 from modelfleet.app import json_response
+from modelfleet.devices import pick_device
 from modelfleet.errors import InvalidRequest
-from modelfleet.resolve import resolve_encoder
+from modelfleet.registry import (
+    AliasWatcher,
+    ModelRef,
+    RegistryResolver,
+    is_registry_uri,
+    version_id,
+)
+from modelfleet.resolve import ModelSource, resolve_encoder
 from modelfleet.service import ModelService
 from services.classification.backends import (
     ClassifierBackend,
@@ -25,6 +36,17 @@ from services.classification.settings import ClassificationSettings
 
 ROUTE = "/v1/classify"
 
+log = logging.getLogger("modelfleet.classification")
+
+
+@dataclass(frozen=True, slots=True)
+class Active:
+    """The backend serving now and the identity it answers under; replaced in one assignment."""
+
+    backend: ClassifierBackend
+    model_id: str
+    revision: str
+
 
 class ClassificationService(ModelService):
     name = "classification"
@@ -33,28 +55,112 @@ class ClassificationService(ModelService):
 
     def __init__(self, settings: ClassificationSettings) -> None:
         super().__init__(settings)
-        source = resolve_encoder(settings.model, settings.model_revision)
-        kind = settings.backend
+        self.ref: ModelRef | None = None
+        self.resolver: RegistryResolver | None = None
+        self.watcher: AliasWatcher | None = None
+        self.pending: ClassifierBackend | None = None
+        if is_registry_uri(settings.model):
+            # registered model: resolved and fetched in load(), off the event loop
+            self.ref = ModelRef.parse(settings.model)
+            self.resolver = RegistryResolver(settings.tracking_uri, settings.cache_dir)
+            self.model_id = settings.model
+            device = pick_device(settings.device)
+        else:
+            source = resolve_encoder(settings.model, settings.model_revision)
+            self.pending = self._make_backend(source)
+            self.model_id = source.name
+            device = self.pending.device
+        workers = self.forward_workers(settings.forward_workers, device)
+        self.threads_per_pass = max(1, self.cpu_threads() // workers)
+        if isinstance(self.pending, SequenceClassificationBackend):
+            self.pending.threads = self.threads_per_pass
+        self.active: Active | None = None
+        self.forward = self.batcher(self._classify_batch, workers=workers)
+
+    @property
+    def backend(self) -> ClassifierBackend:
+        assert self.active is not None, "load() first"
+        return self.active.backend
+
+    def _make_backend(self, source: ModelSource) -> ClassifierBackend:
+        s = self.settings
+        kind = s.backend
         if kind == "auto":
             kind = "sequence-classification" if is_sequence_classifier(source) else "embedding"
-        self.backend: ClassifierBackend
         if kind == "sequence-classification":
-            self.backend = SequenceClassificationBackend(source, settings.device, settings.dtype)
-        else:
-            self.backend = EmbeddingBackend(
-                source, settings.device, settings.dtype, settings.tasks_dir, settings.packed
+            return SequenceClassificationBackend(
+                source, s.device, s.dtype, s.flavour, getattr(self, "threads_per_pass", 0)
             )
-        self.model_id = source.name
-        workers = self.forward_workers(settings.forward_workers, self.backend.device)
-        self.forward = self.batcher(self.backend.classify_batch, workers=workers)
+        return EmbeddingBackend(source, s.device, s.dtype, s.tasks_dir, s.packed)
+
+    def _registered(self, version: str) -> tuple[ClassifierBackend, str]:
+        """Fetch version ``version`` of the registered model and build (not load) its backend."""
+        assert self.ref is not None and self.resolver is not None
+        path = self.resolver.fetch(self.ref.name, version)
+        model_id = version_id(self.ref.name, version)
+        source = ModelSource(str(path), model_id, local=True, revision=f"v{version}")
+        return self._make_backend(source), model_id
+
+    def _classify_batch(self, items: list[ClassifyItem]) -> list[ClassifyResult]:
+        active = self.active  # one read: the whole batch runs on one version
+        assert active is not None
+        results = active.backend.classify_batch(items)
+        return [replace(r, model=active.model_id) for r in results]
 
     def load(self) -> None:
-        self.backend.load()
-        self.model_revision = self.backend.revision
+        if self.ref is not None and self.resolver is not None:
+            version = self.resolver.version_of(self.ref)
+            backend, model_id = self._registered(version)
+            backend.load()
+            self.watcher = AliasWatcher(
+                self.resolver, self.ref, version, self._swap, self.settings.registry_poll_s
+            )
+        else:
+            assert self.pending is not None
+            backend, model_id = self.pending, self.model_id
+            backend.load()
+        self._activate(backend, model_id)
+
+    def _activate(self, backend: ClassifierBackend, model_id: str) -> None:
+        old = self.active
+        self.active = Active(backend, model_id, backend.revision)
+        self.model_id, self.model_revision = model_id, backend.revision
+        if old is not None:
+            self.metrics.model_info.labels(self.name, old.model_id, old.revision).set(0)
+            self.metrics.model_info.labels(self.name, model_id, backend.revision).set(1)
+
+    def _load_version(self, version: str) -> tuple[ClassifierBackend, str]:
+        backend, model_id = self._registered(version)
+        backend.load()
+        self._warm(backend)
+        return backend, model_id
+
+    async def _swap(self, version: str) -> None:
+        """Load ``version`` beside the serving one, then switch in one assignment.
+
+        Requests already in a batch finish on the old backend (the batch holds its reference);
+        the next batch runs on the new one. No request waits for the load.
+        """
+        backend, model_id = await asyncio.to_thread(self._load_version, version)
+        self._activate(backend, model_id)
+        log.info("model swapped", extra={"model": model_id, "revision": backend.revision})
+
+    async def start(self) -> None:
+        await super().start()
+        if self.watcher is not None:
+            self.watcher.start()
+
+    async def on_stop(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
+
+    @staticmethod
+    def _warm(backend: ClassifierBackend) -> None:
+        task = next(iter(backend.tasks()), None)
+        backend.classify_batch([ClassifyItem("warm up", task, None, None)] * 4)
 
     def warmup(self) -> None:
-        task = next(iter(self.backend.tasks()), None)
-        self.backend.classify_batch([ClassifyItem("warm up", task, None, None)] * 4)
+        self._warm(self.backend)
 
     def model_cards(self) -> list[dict[str, Any]]:
         cards = super().model_cards()
@@ -111,7 +217,7 @@ class ClassificationService(ModelService):
                 {
                     "object": "list",
                     "data": data,
-                    "model": self.model_id,
+                    "model": results[0].model if results else self.model_id,
                     "task": body.task or "custom",
                     "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
                 }

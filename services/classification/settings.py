@@ -20,3 +20,11 @@ class ClassificationSettings(EncoderServiceSettings):
     )
     tasks_dir: Path | None = Field(default=None, description="labelled examples per task")
     max_labels: int = Field(default=64, ge=2, le=1024)
+    flavour: Literal[
+        "auto", "float", "torch-int8", "onnx", "onnx-int8-dynamic", "onnx-int8-static"
+    ] = Field(
+        default="auto",
+        description="runtime of a sequence-classification model: auto = the fastest flavour on "
+        "this machine among those its model card records within the quality budget; or one "
+        "named flavour (`modelfleet export` makes them)",
+    )

@@ -35,7 +35,11 @@ class ServiceSettings(BaseSettings):
 class ModelServiceSettings(ServiceSettings):
     """Settings of a model service: model source, device, batching and limits."""
 
-    model: str = Field(default="", description="HF model id or local directory; empty = packaged")
+    model: str = Field(
+        default="",
+        description="HF model id, local directory, or a registered model "
+        "(models:/<name>@<alias>, models:/<name>/<version>); empty = packaged",
+    )
     model_revision: str | None = None
     device: Device = "auto"
     dtype: DType = "auto"
@@ -53,6 +57,18 @@ class ModelServiceSettings(ServiceSettings):
 
 class EncoderServiceSettings(ModelServiceSettings):
     """Settings of a service built on a sentence encoder (embedding, classification)."""
+
+    tracking_uri: str = Field(
+        default="",
+        description="MLflow tracking/registry URI for models:/ MODEL settings; empty = "
+        "MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory",
+    )
+    registry_poll_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="how often a models:/<name>@<alias> MODEL's alias is checked; on a move the "
+        "new version loads beside the old and takes over; 0 = never",
+    )
 
     packed: bool = Field(
         default=True,
