@@ -192,7 +192,10 @@ class SequenceClassificationBackend:
         cfg = AutoConfig.from_pretrained(path, local_files_only=True)
         card = fl.model_card(path)
         self.id2label = {int(k): str(v) for k, v in cfg.id2label.items()}
-        self.task_name = str(card.get("task") or getattr(cfg, "finetuning_task", None) or "default")
+        task = card.get("task")
+        if not task or task == "text-classification":  # the toolkit's generic card value
+            task = getattr(cfg, "finetuning_task", None) or "default"
+        self.task_name = str(task)
         limit = getattr(self.tokenizer, "model_max_length", 512) or 512
         self.max_tokens = int(min(limit, getattr(cfg, "max_position_embeddings", limit)))
         if self.flavour == "auto":

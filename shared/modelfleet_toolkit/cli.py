@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from modelfleet_toolkit.commands import cv, data, evaluate, train, tune
+from modelfleet_toolkit.commands import cv, data, evaluate, export, registry, ship, train, tune
 from modelfleet_toolkit.config import ConfigError
 from modelfleet_toolkit.data import DataError
 
-COMMANDS: list[ModuleType] = [train, tune, evaluate, cv, data]
+COMMANDS: list[ModuleType] = [train, tune, evaluate, cv, data, export, registry, ship]
 
 
 def build_parser() -> argparse.ArgumentParser:
