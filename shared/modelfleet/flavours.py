@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -120,7 +121,12 @@ def quantize_torch_int8(model: Any) -> Any:
     import torch
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig})  # type: ignore[no-untyped-call]
+    # torch 2.13 deprecates its quantized tensor types (torchao is the successor, not installed
+    # here); they still work, and the warning would fire once per layer at every load.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        qconfig = {torch.nn.Linear: per_channel_dynamic_qconfig}
+        return quantize_dynamic(model, qconfig)  # type: ignore[no-untyped-call]
 
 
 def load_runner(

@@ -24,6 +24,7 @@ import os
 import platform
 import shutil
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,7 +82,11 @@ def export_onnx(model_dir: Path, out: Path, tokens: Tokens) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / fl.ONNX_FILE
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
-    with torch.inference_mode():
+    # The tracer warns that shape checks in the mask code become constants and that advanced
+    # indexing turns into Gathers; the dynamic axes keep batch and length free, and the parity
+    # check (measure) is what says whether the graph is right.
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             model, tuple(torch.from_numpy(feats[n]) for n in names), str(path),
             input_names=names, output_names=["logits"], dynamic_axes=axes,
@@ -100,6 +105,24 @@ class _Calibration:
         return next(self._it, None)
 
 
+def _activation_matmuls(path: Path) -> list[str]:
+    """MatMuls of two activations (attention scores, scores x values): kept in float.
+
+    Measured on the intent classifier (120 held-out texts, agreement with float): everything
+    quantised 12 % (the additive attention mask's -3.4e38 swamps the calibrated ranges);
+    MatMuls only 98.3 %; weight MatMuls only 99.2 %; plus symmetric int8 activations 100 %.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    weights = {i.name for i in model.graph.initializer}
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "MatMul" and not any(i in weights for i in n.input)
+    ]
+
+
 def export_onnx_int8(onnx_path: Path, model_dir: Path, calibration: Sequence[str] | None,
                      tokens: Tokens) -> list[str]:  # fmt: skip
     from onnxruntime.quantization import (
@@ -111,24 +134,29 @@ def export_onnx_int8(onnx_path: Path, model_dir: Path, calibration: Sequence[str
     )
 
     made = []
+    pre = onnx_path.with_name("preprocessed.onnx")
+    # symbolic shape inference gives up on the traced attention mask; ONNX's own suffices
+    quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
     dyn = fl.flavour_dir(model_dir, fl.ONNX_INT8_DYNAMIC)
     dyn.mkdir(parents=True, exist_ok=True)
-    quantize_dynamic(str(onnx_path), str(dyn / fl.ONNX_FILE), weight_type=QuantType.QInt8)
+    # per-channel: per-tensor weight scales gave 98.3 % agreement on the intent held-out set
+    quantize_dynamic(
+        str(pre), str(dyn / fl.ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True
+    )
     made.append(fl.ONNX_INT8_DYNAMIC)
     if calibration:
         st = fl.flavour_dir(model_dir, fl.ONNX_INT8_STATIC)
         st.mkdir(parents=True, exist_ok=True)
-        pre = st / "preprocessed.onnx"
-        # symbolic shape inference gives up on the traced attention mask; ONNX's own suffices
-        quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
         reader = _Calibration(calibration, tokens)
         quantize_static(
-            str(pre), str(st / fl.ONNX_FILE), reader,  # type: ignore[arg-type]
-            quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            str(pre), str(st / fl.ONNX_FILE), reader,
+            quant_format=QuantFormat.QDQ, per_channel=True, op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=_activation_matmuls(pre),
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            extra_options={"ActivationSymmetric": True},
         )  # fmt: skip
-        pre.unlink()
         made.append(fl.ONNX_INT8_STATIC)
+    pre.unlink()
     return made
 
 
@@ -240,6 +268,7 @@ def export(
     calibration: Sequence[str] | None = None,
     held_out_name: str = "",
     rounds: int = 3,
+    latency_samples: int = 32,
 ) -> dict[str, FlavourReport]:
     """Build the flavours, measure them against float and record the results in the card."""
     unknown = set(wanted) - set(fl.FLAVOURS)
@@ -249,6 +278,8 @@ def export(
         raise ValueError("onnx-int8-static needs calibration texts (--calibration-data)")
     shutil.rmtree(model_dir / "flavours", ignore_errors=True)
     made = build(model_dir, wanted, calibration)
-    reports = measure(model_dir, made, texts, labels, rounds=rounds)
+    reports = measure(
+        model_dir, made, texts, labels, rounds=rounds, latency_samples=latency_samples
+    )
     write_card(model_dir, reports, held_out_name, len(texts))
     return reports

@@ -201,7 +201,7 @@ def list_models() -> list[dict[str, Any]]:
             "name": rm.name, "task": rm.tags.get("task", ""),
             "versions": len(versions),
             "latest": max((int(v.version) for v in versions), default=None),
-            "aliases": dict(rm.aliases or {}),
+            "aliases": {str(a): str(v) for a, v in (rm.aliases or {}).items()},
         })  # fmt: skip
     return out
 
@@ -222,5 +222,5 @@ def show(name: str) -> dict[str, Any]:
             "flavours": json.loads(t.get("flavours", "{}")),
             "created": v.creation_timestamp,
         })  # fmt: skip
-    return {"name": name, "aliases": dict(rm.aliases or {}), "versions": versions,
-            "history": history(name)}  # fmt: skip
+    aliases = {str(a): str(v) for a, v in (rm.aliases or {}).items()}
+    return {"name": name, "aliases": aliases, "versions": versions, "history": history(name)}

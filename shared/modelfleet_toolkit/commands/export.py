@@ -33,6 +33,9 @@ def add_parser(subparsers: Any) -> None:
         "--flavours", default=",".join(fl.FLAVOURS), help="comma-separated (default: all)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="timing rounds (median kept)")
+    parser.add_argument(
+        "--latency-samples", type=int, default=32, help="batch-1 calls per flavour and round"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         reports = export(
             model_dir, held.texts, held.labels, wanted=wanted, calibration=calibration,
             held_out_name=str(args.data), rounds=args.rounds,
+            latency_samples=args.latency_samples,
         )  # fmt: skip
     except ValueError as exc:
         raise DataError(str(exc)) from None
