@@ -26,6 +26,7 @@ class Encoded:
     embeddings: FloatArray
     tokens: list[int]
     truncated: list[bool]
+    model: str = ""  # the model that encoded them, when a service may swap models
 
 
 class SentenceEncoder:

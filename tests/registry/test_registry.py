@@ -59,9 +59,16 @@ def test_register_promote_rollback(exported_model: Path, trained_model: Path, st
     from mlflow.artifacts import download_artifacts
 
     local = Path(download_artifacts(artifact_uri=v["source"], dst_path="dl"))
-    for rel in ("config.json", "model.safetensors", "tokenizer.json", "model_card.json",
-                "flavours/onnx/model.onnx", "flavours/onnx-int8-dynamic/model.onnx",
-                "flavours/onnx-int8-static/model.onnx", "flavours/torch-int8/flavour.json"):  # fmt: skip
+    for rel in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "model_card.json",
+        "flavours/onnx/model.onnx",
+        "flavours/onnx-int8-dynamic/model.onnx",
+        "flavours/onnx-int8-static/model.onnx",
+        "flavours/torch-int8/flavour.json",
+    ):
         assert (local / rel).exists(), rel
     # the printed history (what a person reads) names every move
     text = cli("registry", "show", "intent-clf", uri=store).stdout
