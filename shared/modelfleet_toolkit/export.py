@@ -209,6 +209,10 @@ def measure(
 
     tokens = Tokens(model_dir)
     id2label = fl.load_torch(model_dir).config.id2label
+    if threads:  # the same thread budget for PyTorch and ONNX Runtime, or the race is unfair
+        import torch
+
+        torch.set_num_threads(threads)
     runners = {n: fl.load_runner(model_dir, n, threads=threads) for n in names}
     batches = [tokens(b) for b in _batches(texts, 32)]
     singles = [tokens([t]) for t in texts[:latency_samples]]
@@ -269,6 +273,7 @@ def export(
     held_out_name: str = "",
     rounds: int = 3,
     latency_samples: int = 32,
+    threads: int = 0,
 ) -> dict[str, FlavourReport]:
     """Build the flavours, measure them against float and record the results in the card."""
     unknown = set(wanted) - set(fl.FLAVOURS)
@@ -279,7 +284,13 @@ def export(
     shutil.rmtree(model_dir / "flavours", ignore_errors=True)
     made = build(model_dir, wanted, calibration)
     reports = measure(
-        model_dir, made, texts, labels, rounds=rounds, latency_samples=latency_samples
+        model_dir,
+        made,
+        texts,
+        labels,
+        rounds=rounds,
+        latency_samples=latency_samples,
+        threads=threads,
     )
     write_card(model_dir, reports, held_out_name, len(texts))
     return reports

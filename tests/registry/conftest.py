@@ -39,7 +39,8 @@ def exported_model(trained_model: Path) -> Path:
         h.update(p.read_bytes())
     out = CACHE / f"{trained_model.name}-exported-{h.hexdigest()[:10]}"
     if not (out / "flavours").exists():
-        shutil.rmtree(out, ignore_errors=True)
+        for stale in CACHE.glob(f"{trained_model.name}-exported-*"):  # older code's exports
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(trained_model, tmp)

@@ -36,6 +36,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--latency-samples", type=int, default=32, help="batch-1 calls per flavour and round"
     )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="CPU threads for every flavour (0: defaults)"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         reports = export(
             model_dir, held.texts, held.labels, wanted=wanted, calibration=calibration,
             held_out_name=str(args.data), rounds=args.rounds,
-            latency_samples=args.latency_samples,
+            latency_samples=args.latency_samples, threads=args.threads,
         )  # fmt: skip
     except ValueError as exc:
         raise DataError(str(exc)) from None
