@@ -16,6 +16,7 @@ from modelfleet.resolve import packaged_embedding_dir
 from tests.support.procs import service
 
 
+@pytest.mark.slow
 def test_embedding_service_follows_the_alias(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,7 +14,7 @@ import pytest
 from modelfleet_toolkit import registry
 from tests.registry.conftest import cli
 from tests.support.procs import ROOT, start_service
-from tests.support.trained import intent_examples
+from tests.support.trained import held_out, intent_examples
 
 
 def intent_csv(path: Path) -> Path:
@@ -49,6 +49,12 @@ def test_a_losing_ship_does_not_promote(trained_model: Path, store: str, tmp_pat
     assert v["version"] == weak["version"] and v["run_id"] == weak["run_id"]
     assert v["metrics"] and v["flavours"]["float"]["agreement"] == 1.0
 
+
+@pytest.mark.slow
+def test_force_promotes_a_loser(trained_model: Path, store: str, tmp_path: Path) -> None:
+    champion = registry.register(trained_model, "intent-clf").version
+    registry.promote("intent-clf", champion)
+    data = intent_csv(tmp_path / "intent.csv")
     forced = ship(store, data, tmp_path / "w2", "--max-steps", "2", "--flavours", "float",
                   "--force")  # fmt: skip
     assert forced["promoted"] is True and "forced" in str(forced["reason"])
@@ -63,7 +69,7 @@ def test_csv_to_served_wall_time(store: str, tmp_path: Path) -> None:
     assert first["promoted"] is True  # no champion yet
     svc = start_service("classification", {
         "MODEL": "models:/intent-clf@champion", "TRACKING_URI": store,
-        "CACHE_DIR": str(tmp_path / "cache"), "REGISTRY_POLL_S": "1",
+        "CACHE_DIR": str(tmp_path / "cache"), "REGISTRY_POLL_S": "1", "MAX_INPUT_ITEMS": "256",
     }, timeout=300)  # fmt: skip
     try:
         t0 = time.perf_counter()
@@ -79,9 +85,16 @@ def test_csv_to_served_wall_time(store: str, tmp_path: Path) -> None:
             assert time.monotonic() < end, svc.log()
             time.sleep(0.2)
         served = time.perf_counter() - t0
+        # held-out accuracy of the served version (the intent set kept apart from training)
+        texts, gold = held_out()
+        r = httpx.post(f"{svc.url}/v1/classify", json={"input": texts, "task": "intent"},
+                       timeout=120)  # fmt: skip
+        top = [d["labels"][0]["label"] for d in r.json()["data"]]
+        accuracy = sum(a == b for a, b in zip(top, gold, strict=True)) / len(gold)
     finally:
         svc.stop()
     figures = {"ship_seconds": round(shipped, 1), "csv_to_served_seconds": round(served, 1),
+               "served_held_out_accuracy": round(accuracy, 4),
                "steps": res["seconds"], "held_out": res["held_out"],
                "champion_before": res["champion"], "flavours": res["flavours"]}  # fmt: skip
     out = ROOT / ".run" / "registry-figures.json"
