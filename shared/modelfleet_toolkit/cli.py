@@ -12,11 +12,21 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from modelfleet_toolkit.commands import cv, data, evaluate, export, registry, ship, train, tune
+from modelfleet_toolkit.commands import (
+    cv,
+    data,
+    embed,
+    evaluate,
+    export,
+    registry,
+    ship,
+    train,
+    tune,
+)
 from modelfleet_toolkit.config import ConfigError
 from modelfleet_toolkit.data import DataError
 
-COMMANDS: list[ModuleType] = [train, tune, evaluate, cv, data, export, registry, ship]
+COMMANDS: list[ModuleType] = [train, tune, evaluate, cv, data, export, registry, ship, embed]
 
 
 def build_parser() -> argparse.ArgumentParser:
