@@ -164,7 +164,9 @@ class ClassificationService(ModelService):
 
     def model_cards(self) -> list[dict[str, Any]]:
         cards = super().model_cards()
-        cards[0]["backend"] = self.backend.kind
+        # /v1/models answers while the model loads too (ready: false)
+        backend = self.active.backend if self.active else self.pending
+        cards[0]["backend"] = backend.kind if backend is not None else "unknown"
         return cards
 
     def _labels(self, body: ClassifyRequest) -> Labels | None:

@@ -118,8 +118,9 @@ class RegistryResolver:
 class AliasWatcher:
     """Polls ``models:/<name>@<alias>`` every ``interval_s`` and calls ``on_move(version)``.
 
-    ``on_move`` runs to completion before the next poll, so a slow load is never started twice;
-    a failed poll or load is logged and retried at the next tick (the old version keeps serving).
+    ``on_move`` runs to completion before the next poll, so a slow load is never started twice.
+    A failed poll is retried at the next tick; a version that fails to load is not tried again
+    until the alias moves once more (the old version keeps serving meanwhile).
     """
 
     def __init__(
@@ -135,6 +136,7 @@ class AliasWatcher:
         self.current = current
         self.on_move = on_move
         self.interval_s = interval_s
+        self.failed: str | None = None  # a version whose load failed is not retried
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -153,14 +155,15 @@ class AliasWatcher:
             await asyncio.sleep(self.interval_s)
             try:
                 version = await asyncio.to_thread(self.resolver.version_of, self.ref)
-                if version != self.current:
+                if version not in (self.current, self.failed):
                     log.info(
                         "alias moved",
                         extra={"alias": f"{self.ref.name}@{self.ref.alias}",
                                "from": self.current, "to": version},
                     )  # fmt: skip
+                    self.failed = version  # until it loads: one try per alias move
                     await self.on_move(version)
-                    self.current = version
+                    self.current, self.failed = version, None
             except asyncio.CancelledError:
                 raise
             except Exception:
