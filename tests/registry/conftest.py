@@ -61,12 +61,14 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     yield uri
 
 
-def cli(*args: str, uri: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, uri: str, check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """``modelfleet ARGS`` in a real process against the store ``uri``."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     proc = subprocess.run(
         [sys.executable, "-m", "modelfleet_toolkit", *args],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]

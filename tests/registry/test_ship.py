@@ -28,7 +28,7 @@ def intent_csv(path: Path) -> Path:
 
 def ship(store: str, data: Path, work: Path, *extra: str) -> dict[str, object]:
     out = cli("ship", "--task", "intent", "--data", str(data), "--name", "intent-clf",
-              "--work-dir", str(work), "--json", *extra, uri=store)  # fmt: skip
+              "--work-dir", str(work), "--json", *extra, uri=store, timeout=1800)  # fmt: skip
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
