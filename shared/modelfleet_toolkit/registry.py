@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,8 @@ def register(
         c.set_tag(run_id, "modelfleet.command", "registry register")
         for k, v in (card.get("metrics") or {}).items():
             if isinstance(v, int | float):
-                c.log_metric(run_id, f"held_out_{k}", float(v))
+                # MLflow metric names take no '@' (recall@5): map such characters to '_'
+                c.log_metric(run_id, re.sub(r"[^\w\-. /]", "_", f"held_out_{k}"), float(v))
         c.set_terminated(run_id)
     c.log_artifacts(run_id, str(model_dir), artifact_path="model")
     source = f"{c.get_run(run_id).info.artifact_uri}/model"
