@@ -73,7 +73,7 @@ def test_csv_to_served_wall_time(store: str, tmp_path: Path) -> None:
     }, timeout=300)  # fmt: skip
     try:
         t0 = time.perf_counter()
-        res = ship(store, data, tmp_path / "w1", "--epochs", "6", "--learning-rate", "1e-4")
+        res = ship(store, data, tmp_path / "w1", "--epochs", "3", "--learning-rate", "1e-4")
         shipped = time.perf_counter() - t0
         assert res["promoted"] is True, res
         want = f"models:/intent-clf/{res['version']}"
