@@ -42,7 +42,7 @@ def test_embed_fine_tune_register(store: str, tmp_path: Path) -> None:
     test = write(tmp_path / "test.csv", same_label_pairs(*held_out(), seed=1))
     out = cli("embed", "--data", str(train), "--held-out", str(test), "--output-dir",
               str(tmp_path / "emb"), "--epochs", "1", "--register", "intent-emb", "--json",
-              uri=store)  # fmt: skip
+              uri=store, timeout=1800)  # fmt: skip
     res = json.loads(out.stdout)
     for phase in ("before", "after"):
         assert set(res[phase]) == {"recall@1", "recall@5", "mrr@10", "spearman_cosine"}
