@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from modelfleet.settings import ServiceSettings
@@ -39,11 +46,43 @@ def read_keys_file(path: Path | None) -> tuple[str, ...]:
     return split_list(path.read_text()) if path is not None else ()
 
 
+POOLS = ("llm", "embedding", "classification", "generation")
+# The local fleet's ports; a pool's env vars override these one field at a time.
+POOL_DEFAULTS: dict[str, dict[str, Any]] = {
+    name: {"urls": (f"http://127.0.0.1:{port}",), "service": name}
+    for name, port in zip(POOLS, (3002, 3003, 3004, 3005), strict=True)
+}
+
+
+class PoolSettings(BaseModel):
+    """Where one pool's replicas are: static URLs, or the Service whose EndpointSlices list them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    urls: CommaList = Field(default=(), description="static discovery; empty = an empty pool")
+    service: str = Field(default="", description="kubernetes discovery; empty = an empty pool")
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> tuple[str, ...]:
+        return split_list(value)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"not an http(s) URL: {url!r}")
+        return tuple(u.rstrip("/") for u in value)
+
+
 class GatewaySettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="MODELFLEET_GATEWAY_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MODELFLEET_GATEWAY_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
 
     port: int = Field(default=8080, ge=1, le=65535)
-    shutdown_grace_s: float = Field(default=30.0, ge=0)
 
     # -- auth -------------------------------------------------------------------------------
     # api_keys_file comes first: the api_keys validator reads it.
@@ -67,18 +106,16 @@ class GatewaySettings(ServiceSettings):
 
     # -- backends ---------------------------------------------------------------------------
     discovery: Literal["static", "kubernetes"] = "static"
-    llm_urls: CommaList = ("http://127.0.0.1:3002",)
-    embedding_urls: CommaList = ("http://127.0.0.1:3003",)
-    classification_urls: CommaList = ("http://127.0.0.1:3004",)
-    generation_urls: CommaList = ("http://127.0.0.1:3005",)
+    # One nested model per pool: MODELFLEET_GATEWAY_LLM__URLS, MODELFLEET_GATEWAY_LLM__SERVICE,
+    # ... (the chart's gateway.pools.<pool> values map onto these one to one).
+    llm: PoolSettings = PoolSettings(**POOL_DEFAULTS["llm"])
+    embedding: PoolSettings = PoolSettings(**POOL_DEFAULTS["embedding"])
+    classification: PoolSettings = PoolSettings(**POOL_DEFAULTS["classification"])
+    generation: PoolSettings = PoolSettings(**POOL_DEFAULTS["generation"])
     backends_file: Path | None = Field(
-        default=None, description="YAML mapping pool -> list of URLs; overrides *_URLS"
+        default=None, description="YAML mapping pool -> list of URLs; overrides <POOL>__URLS"
     )
     namespace: str = "default"
-    llm_service: str = "llm"
-    embedding_service: str = "embedding"
-    classification_service: str = "classification"
-    generation_service: str = "generation"
     discovery_relist_s: float = Field(default=30.0, gt=0)
 
     # -- routing and resilience -------------------------------------------------------------
@@ -98,22 +135,21 @@ class GatewaySettings(ServiceSettings):
     max_in_flight: int = Field(default=512, ge=1)
     max_body_bytes: int = Field(default=4 << 20, ge=1024)
 
-    @field_validator(
-        "api_keys", "llm_urls", "embedding_urls", "classification_urls", "generation_urls",
-        mode="before",
-    )  # fmt: skip
+    @model_validator(mode="before")
+    @classmethod
+    def _pool_defaults(cls, data: Any) -> Any:
+        # MODELFLEET_GATEWAY_LLM__URLS alone must not reset the llm pool's SERVICE to empty.
+        if isinstance(data, dict):
+            for name, default in POOL_DEFAULTS.items():
+                given = data.get(name)
+                if isinstance(given, dict):
+                    data = {**data, name: {**default, **given}}
+        return data
+
+    @field_validator("api_keys", mode="before")
     @classmethod
     def _split(cls, value: object) -> tuple[str, ...]:
         return split_list(value)
-
-    @field_validator("llm_urls", "embedding_urls", "classification_urls", "generation_urls")
-    @classmethod
-    def _urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for url in value:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(f"not an http(s) URL: {url!r}")
-        return tuple(u.rstrip("/") for u in value)
 
     @field_validator("api_keys")
     @classmethod
@@ -150,18 +186,11 @@ class GatewaySettings(ServiceSettings):
         """Keys from the env list and the keys file together."""
         return frozenset(self.api_keys) | frozenset(read_keys_file(self.api_keys_file))
 
+    def pools(self) -> dict[str, PoolSettings]:
+        return {name: getattr(self, name) for name in POOLS}
+
     def pool_urls(self) -> dict[str, tuple[str, ...]]:
-        return {
-            "llm": self.llm_urls,
-            "embedding": self.embedding_urls,
-            "classification": self.classification_urls,
-            "generation": self.generation_urls,
-        }
+        return {name: pool.urls for name, pool in self.pools().items()}
 
     def pool_services(self) -> dict[str, str]:
-        return {
-            "llm": self.llm_service,
-            "embedding": self.embedding_service,
-            "classification": self.classification_service,
-            "generation": self.generation_service,
-        }
+        return {name: pool.service for name, pool in self.pools().items()}

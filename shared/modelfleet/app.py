@@ -201,4 +201,4 @@ def serve(service_cls: type[ModelService], settings_cls: type[ServiceSettings]) 
     except FleetError as exc:
         print(f"{service_cls.name}: {exc.message}", file=sys.stderr)
         raise SystemExit(2) from None
-    run_server(create_app(service), settings)
+    run_server(create_app(service), settings, graceful_s=settings.shutdown_grace_s)

@@ -32,6 +32,9 @@ FLEET = (
     ("gateway", 8080),
 )
 REDIS_PORT = 6379
+# The same bound as the chart's Redis (redis.maxmemory / maxmemoryPolicy): a cache that evicts
+# its least recently used keys instead of growing until the machine swaps.
+REDIS_MAXMEMORY = "256mb"
 
 
 def _listening(port: int) -> bool:
@@ -83,6 +86,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def redis_argv(exe: str, port: int) -> list[str]:
+    """The local Redis: diskless, loopback only, memory-bounded like the chart's."""
+    return [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--maxmemory", REDIS_MAXMEMORY, "--maxmemory-policy", "allkeys-lru"]  # fmt: skip
+
+
 def start(timeout: float) -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if _listening(REDIS_PORT):
@@ -92,8 +101,7 @@ def start(timeout: float) -> int:
         if exe is None:
             print("redis-server is not installed: `make sysdeps` installs it", file=sys.stderr)
             return 1
-        _spawn("redis", [exe, "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
-                         "--appendonly", "no"], env)  # fmt: skip
+        _spawn("redis", redis_argv(exe, REDIS_PORT), env)
         print(f"redis: started on 127.0.0.1:{REDIS_PORT}")
     pending = {}
     for name, port in FLEET:

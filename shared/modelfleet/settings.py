@@ -30,6 +30,12 @@ class ServiceSettings(BaseSettings):
     log_json: bool = True
     access_log: bool = True
     environment: Literal["development", "staging", "production"] = "development"
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="after SIGTERM, seconds in-flight requests get to finish before the process "
+        "exits; the chart derives it from one drain value with the pod's grace period",
+    )
 
 
 class ModelServiceSettings(ServiceSettings):
@@ -99,7 +105,8 @@ def load_settings(cls: type[S]) -> S:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
+            # Nested settings (a gateway pool) read MODELFLEET_..._LLM__URLS: loc joined by "__".
+            field = "__".join(str(part) for part in err["loc"]) if err["loc"] else "?"
             lines.append(f"  {env_name(cls, field)}={err.get('input')!r}: {err['msg']}")
         print(f"invalid configuration for {cls.__name__}:\n" + "\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None

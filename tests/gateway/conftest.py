@@ -36,7 +36,7 @@ def start_gateway(
     full = {"DISCOVERY": "static", "LOG_JSON": "true", **FAST_HEALTH}
     for name in POOLS:
         urls = pools.get(name, [])
-        full[f"{name.upper()}_URLS"] = urls if isinstance(urls, str) else ",".join(urls)
+        full[f"{name.upper()}__URLS"] = urls if isinstance(urls, str) else ",".join(urls)
     full["REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0" if redis else ""
     full.update(env or {})
     proc = start_service("gateway", full, wait_ready=False)

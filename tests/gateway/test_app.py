@@ -32,7 +32,7 @@ def test_create_app_touches_nothing_until_the_lifespan_runs() -> None:
     # Unroutable Redis and backends: construction must not try to reach them.
     settings = GatewaySettings(
         redis_url="redis://10.255.255.1:6379/0",
-        llm_urls="http://10.255.255.1:3002",
+        llm={"urls": "http://10.255.255.1:3002"},
         discovery="static",
     )
     t0 = time.monotonic()

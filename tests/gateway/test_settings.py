@@ -12,22 +12,26 @@ STRONG = "sk-live-0123456789abcdef"
 
 
 def test_defaults_and_comma_lists(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MODELFLEET_GATEWAY_EMBEDDING_URLS", "http://a:3003/, http://b:3003,,")
-    monkeypatch.setenv("MODELFLEET_GATEWAY_LLM_URLS", "")
+    monkeypatch.setenv("MODELFLEET_GATEWAY_EMBEDDING__URLS", "http://a:3003/, http://b:3003,,")
+    monkeypatch.setenv("MODELFLEET_GATEWAY_LLM__URLS", "")
+    monkeypatch.setenv("MODELFLEET_GATEWAY_GENERATION__SERVICE", "gen")
     monkeypatch.setenv("MODELFLEET_GATEWAY_API_KEYS", "k1,k2")
     monkeypatch.setenv("MODELFLEET_GATEWAY_ROUTING", "least_in_flight")
     s = GatewaySettings()
     assert s.port == 8080
-    assert s.embedding_urls == ("http://a:3003", "http://b:3003")
-    assert s.llm_urls == ()
-    assert s.generation_urls == ("http://127.0.0.1:3005",)
+    assert s.embedding.urls == ("http://a:3003", "http://b:3003")
+    assert s.llm.urls == ()
+    # One field of a pool set by env: the pool's other field keeps its default.
+    assert s.generation.urls == ("http://127.0.0.1:3005",)
+    assert s.generation.service == "gen"
+    assert s.llm.service == "llm"
     assert s.api_keys == ("k1", "k2")
     assert s.routing is RoutingStrategy.LEAST_IN_FLIGHT
 
 
 def test_urls_must_be_http() -> None:
     with pytest.raises(ValidationError, match="not an http"):
-        GatewaySettings(llm_urls="llm:3002")
+        GatewaySettings(llm={"urls": "llm:3002"})
 
 
 @pytest.mark.parametrize("keys", ["", "changeme", "short-key"])

@@ -60,7 +60,7 @@ def fleet(request: pytest.FixtureRequest, redis_proc: Proc) -> Iterator[Fleet]:
         "API_KEYS": API_KEY,
         "DISCOVERY": "static",
         "REDIS_URL": f"redis://127.0.0.1:{redis_proc.port}/0",
-        **{f"{n.upper()}_URLS": procs[n].url for n in MODEL_SERVICES},
+        **{f"{n.upper()}__URLS": procs[n].url for n in MODEL_SERVICES},
     }
     gateway = start_service("gateway", env)
     procs["gateway"] = gateway
