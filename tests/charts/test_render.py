@@ -76,7 +76,11 @@ def test_dev_is_cpu_only_with_packaged_models_and_one_replica() -> None:
         assert env[f"MODELFLEET_{name.upper()}_MODEL"] == ""  # the packaged model
         assert env["HF_HUB_OFFLINE"] == "1"
         assert container["image"].endswith(":0.1.0-cpu")
-    assert not out.kinds("HorizontalPodAutoscaler") and not out.kinds("PodDisruptionBudget")
+    assert not out.kinds("HorizontalPodAutoscaler")
+    # Only Redis' budget (maxUnavailable 1: a single replica must not block node drains).
+    (pdb,) = out.kinds("PodDisruptionBudget")
+    assert pdb["metadata"]["name"] == component_name("redis")
+    assert pdb["spec"]["maxUnavailable"] == 1
 
 
 def test_prod_uses_the_larger_models_on_cuda_images() -> None:
@@ -105,7 +109,7 @@ def test_each_service_can_be_switched_off() -> None:
             gw = out.get("Deployment", component_name("gateway"))["spec"]["template"]["spec"]
             env = env_of(gw["containers"][0])
             # Empty, not absent: the gateway's default would point at a replica that isn't there.
-            assert env[f"MODELFLEET_GATEWAY_{name.upper()}_SERVICE"] == ""
+            assert env[f"MODELFLEET_GATEWAY_{name.upper()}__SERVICE"] == ""
 
 
 def test_gateway_kubernetes_discovery_env_and_rbac() -> None:
@@ -115,14 +119,15 @@ def test_gateway_kubernetes_discovery_env_and_rbac() -> None:
     assert env["MODELFLEET_GATEWAY_DISCOVERY"] == "kubernetes"
     assert env["MODELFLEET_GATEWAY_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     for name in MODEL_SERVICES:
-        assert env[f"MODELFLEET_GATEWAY_{name.upper()}_SERVICE"] == component_name(name)
+        assert env[f"MODELFLEET_GATEWAY_{name.upper()}__SERVICE"] == component_name(name)
     assert gw["serviceAccountName"] == component_name("gateway")
     assert gw["automountServiceAccountToken"] is True
     role = out.get("Role", component_name("gateway"))
     rules = {(g, r): set(rule["verbs"]) for rule in role["rules"]
              for g in rule["apiGroups"] for r in rule["resources"]}  # fmt: skip
-    assert {"list", "watch"} <= rules[("discovery.k8s.io", "endpointslices")]
-    assert {"list", "watch"} <= rules[("", "services")]
+    # Least privilege: list/watch EndpointSlices in the release namespace, nothing else.
+    assert rules == {("discovery.k8s.io", "endpointslices"): {"list", "watch"}}
+    assert not out.kinds("ClusterRole") and not out.kinds("ClusterRoleBinding")
     binding = out.get("RoleBinding", component_name("gateway"))
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [
@@ -139,13 +144,16 @@ def test_gateway_static_discovery_gets_service_urls_and_no_rbac() -> None:
     gw = out.get("Deployment", component_name("gateway"))["spec"]["template"]["spec"]
     env = env_of(gw["containers"][0])
     assert env["MODELFLEET_GATEWAY_DISCOVERY"] == "static"
-    assert env["MODELFLEET_GATEWAY_LLM_URLS"] == f"http://{component_name('llm')}:3002"
+    assert env["MODELFLEET_GATEWAY_LLM__URLS"] == f"http://{component_name('llm')}:3002"
     assert (
-        env["MODELFLEET_GATEWAY_GENERATION_URLS"] == f"http://{component_name('generation')}:3005"
+        env["MODELFLEET_GATEWAY_GENERATION__URLS"] == f"http://{component_name('generation')}:3005"
     )
     assert not out.kinds("Role") and not out.kinds("RoleBinding")
     assert gw["automountServiceAccountToken"] is False
-    assert env["MODELFLEET_GATEWAY_SHUTDOWN_GRACE_S"] == "50"  # 60 s grace - 5 s preStop - 5
+    # One drain value: the request deadline is the drain, the pod's grace period covers both.
+    assert env["MODELFLEET_GATEWAY_SHUTDOWN_GRACE_S"] == "120"
+    assert env["MODELFLEET_GATEWAY_REQUEST_TIMEOUT_S"] == "120"
+    assert gw["terminationGracePeriodSeconds"] == 5 + 120 + 10
 
 
 def test_gateway_without_redis_runs_without_cache() -> None:
@@ -165,9 +173,9 @@ def test_secrets_hold_api_keys_and_redis_password() -> None:
         "secretKeyRef": {"name": component_name("gateway"), "key": "api-keys"}
     }
     # The Redis password comes from a Secret; the URL only references it.
-    assert env["MODELFLEET_REDIS_PASSWORD"]["secretKeyRef"]["name"] == component_name("redis")
+    assert env["REDIS_PASSWORD"]["secretKeyRef"]["name"] == component_name("redis")
     url = env["MODELFLEET_GATEWAY_REDIS_URL"]
-    assert url == f"redis://:$(MODELFLEET_REDIS_PASSWORD)@{component_name('redis')}:6379/0"
+    assert url == f"redis://:$(REDIS_PASSWORD)@{component_name('redis')}:6379/0"
     redis_secret = out.get("Secret", component_name("redis"))
     assert len(redis_secret["data"]["redis-password"]) > 20
     # Nothing secret is inlined in any pod spec.
@@ -216,17 +224,28 @@ def test_validate_values_reports_every_mistake_at_once() -> None:
 def test_builtin_redis_statefulset_persistence_off_by_default() -> None:
     sts = render().get("StatefulSet", component_name("redis"))
     assert "volumeClaimTemplates" not in sts["spec"]
-    (redis,) = sts["spec"]["template"]["spec"]["containers"]
-    assert redis["command"] == ["redis-server"]
-    assert "--requirepass" in redis["args"] and "$(REDIS_PASSWORD)" in redis["args"]
+    redis, exporter = sts["spec"]["template"]["spec"]["containers"]
+    # The password is never in argv: the script writes it to a memory-backed file.
+    assert redis["command"] == ["sh", "-c"]
+    assert "PASSWORD" not in redis["args"][0].split("exec")[-1]
+    assert "requirepass" not in " ".join(redis["command"])
     assert redis["env"][0]["valueFrom"]["secretKeyRef"]["name"] == component_name("redis")
+    assert exporter["env"][1]["valueFrom"]["secretKeyRef"]["name"] == component_name("redis")
+    conf = render().get("ConfigMap", component_name("redis"))["data"]["redis.conf"]
+    assert "maxmemory 256mb" in conf and "maxmemory-policy allkeys-lru" in conf
+    # The 2025 CVE fixes are in 7.4.6; pulled by digest.
+    assert redis["image"] == (
+        "docker.io/library/redis:7.4.6-alpine@sha256:"
+        "3b73847e72874be07e6657b129a94761662b79bc0f679273757d4218573b2a98"
+    )
     volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
     assert "emptyDir" in volumes["data"]
 
     sts = render(redis__persistence__enabled=True).get("StatefulSet", component_name("redis"))
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
-    assert "appendonly" in " ".join(sts["spec"]["template"]["spec"]["containers"][0]["args"])
+    conf = render(redis__persistence__enabled=True).get("ConfigMap", component_name("redis"))
+    assert "appendonly yes" in conf["data"]["redis.conf"]
 
 
 @pytest.mark.parametrize(
@@ -264,13 +283,13 @@ def test_model_sources_pvc_and_download() -> None:
     emb = out.get("Deployment", component_name("embedding"))["spec"]["template"]["spec"]
     (init,) = emb["initContainers"]
     init_env = env_of(init)
-    assert init_env["MODEL_ID"] == "BAAI/bge-small-en-v1.5"
-    assert init_env["MODEL_REVISION"] == "main"
+    assert init_env["MODEL_ID"] == "BAAI/bge-base-en-v1.5"
+    assert init_env["MODEL_REVISION"] == "a5beb1e3e68b9ab74eb54cfd186867f64f240e1a"
     assert init_env["HF_TOKEN"] == {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}}
     assert yaml.safe_load(init_env["ALLOW_PATTERNS"]) == ["*.json", "*.safetensors", "tokenizer*"]
     assert init["image"] == emb["containers"][0]["image"]
     main_env = env_of(emb["containers"][0])
-    assert main_env["MODELFLEET_EMBEDDING_MODEL"] == "BAAI/bge-small-en-v1.5"
+    assert main_env["MODELFLEET_EMBEDDING_MODEL"] == "BAAI/bge-base-en-v1.5"
     assert main_env["HF_HOME"] == init_env["HF_HOME"] == "/cache/huggingface"
     volumes = {v["name"]: v for v in emb["volumes"]}
     assert volumes["cache"]["persistentVolumeClaim"]["claimName"] == "model-cache"
@@ -318,13 +337,22 @@ def test_autoscaling_hpa_cpu_default_custom_metric_and_keda() -> None:
     }
     so = keda.get("ScaledObject", component_name("llm"))
     assert so["spec"]["minReplicaCount"] == 0
-    (trigger,) = so["spec"]["triggers"]  # no cpu trigger: it would block scale to zero
-    assert trigger["type"] == "prometheus"
-    assert trigger["metadata"]["query"] == (
+    # No cpu trigger (it would block scale to zero). Demand comes from the gateway, which
+    # exists while the pool is at zero; load from the pool's own queue once it runs.
+    demand, load = so["spec"]["triggers"]
+    assert demand["type"] == load["type"] == "prometheus"
+    assert demand["metadata"]["query"] == (
+        "sum(rate(modelfleet_pool_requests_total"
+        f'{{namespace="{NAMESPACE}",service="gateway",pool="llm"}}[2m]))'
+    )
+    assert demand["metadata"]["activationThreshold"] == "0"
+    assert load["metadata"]["query"] == (
         f'sum(modelfleet_queue_depth{{namespace="{NAMESPACE}",service="llm"}})'
     )
     emb = keda.get("ScaledObject", component_name("embedding"))
-    assert emb["spec"]["triggers"][0]["metadata"]["query"].startswith("sum(rate(")
+    assert emb["spec"]["triggers"][1]["metadata"]["query"].startswith("sum(rate(")
+    (gw_trigger,) = keda.get("ScaledObject", component_name("gateway"))["spec"]["triggers"][:1]
+    assert "modelfleet_requests_in_flight" in gw_trigger["metadata"]["query"]
 
 
 def test_notes_tell_how_to_reach_the_gateway() -> None:

@@ -82,9 +82,53 @@ app.kubernetes.io/part-of: modelfleet
 {{- if has . (list "llm" "generation") }}true{{ end }}
 {{- end }}
 
-{{/* Image reference: (dict "root" $ "image" .Values.llm.image). */}}
+{{/*
+Image reference: (dict "root" $ "image" .Values.llm.image). "repo:tag", or "repo:tag@digest" when
+image.digest is set (the tag stays for humans; the runtime pulls the digest).
+*/}}
 {{- define "modelfleet.image" -}}
-{{- printf "%s:%s" .image.repository (.image.tag | default (printf "%s-%s" .root.Chart.AppVersion .image.variant)) }}
+{{- $tag := .image.tag | default (printf "%s-%s" .root.Chart.AppVersion (.image.variant | default "cpu")) }}
+{{- if .image.digest }}
+{{- printf "%s:%s@%s" .image.repository $tag .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+A value as the exact string a process reads from its environment or a config file. Helm parses
+every number in values as float64, and Go prints a large float64 in exponent form: tpm 1000000
+would reach the gateway as "1e+06", which an integer setting refuses. Whole numbers are printed
+as integers, everything else as itself; nil is "". Use it for every env value and config line.
+*/}}
+{{- define "modelfleet.str" -}}
+{{- if kindIs "invalid" . }}
+{{- else if and (kindIs "float64" .) (eq (float64 (int64 .)) .) }}
+{{- int64 . }}
+{{- else }}
+{{- toString . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Draining, all derived from drain.requestDeadlineSeconds (one value):
+- the process's SHUTDOWN_GRACE_S (time in-flight requests get after SIGTERM) = the deadline;
+- terminationGracePeriodSeconds = preStop pause + deadline + 10 s for the process to exit.
+*/}}
+{{- define "modelfleet.drainGraceSeconds" -}}
+{{- int64 .Values.drain.requestDeadlineSeconds }}
+{{- end }}
+
+{{- define "modelfleet.terminationGracePeriodSeconds" -}}
+{{- add (int64 .Values.drain.preStopSeconds) (int64 .Values.drain.requestDeadlineSeconds) 10 }}
+{{- end }}
+
+{{/* The preStop pause: kubelet's own sleep action (no sleep binary needed in the image). */}}
+{{- define "modelfleet.lifecycle" -}}
+lifecycle:
+  preStop:
+    sleep:
+      seconds: {{ int64 .Values.drain.preStopSeconds }}
 {{- end }}
 
 {{/* The gateway's ServiceAccount name. */}}
@@ -99,6 +143,29 @@ app.kubernetes.io/part-of: modelfleet
 {{/* Secret + key the Redis password lives in (built-in Redis). */}}
 {{- define "modelfleet.redisPasswordSecret" -}}
 {{- .Values.redis.auth.existingSecret | default (include "modelfleet.componentName" (dict "root" . "component" "redis")) }}
+{{- end }}
+
+{{/*
+The generated Redis password, computed once per render and memoised on .Values, so the Secret,
+the gateway's and Redis' checksums see one value (randAlphaNum per include gave each its own).
+An existing Secret in the cluster (lookup) wins, so upgrades keep it. `helm template` has no
+cluster: GitOps renders should set redis.auth.existingSecret (README, "Redis").
+*/}}
+{{- define "modelfleet.redisPassword" -}}
+{{- if not (hasKey .Values.redis.auth "_generated") }}
+{{- $password := .Values.redis.auth.password }}
+{{- if not $password }}
+{{- $name := include "modelfleet.componentName" (dict "root" . "component" "redis") }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $name }}
+{{- if and $existing $existing.data (index $existing.data "redis-password") }}
+{{- $password = index $existing.data "redis-password" | b64dec }}
+{{- else }}
+{{- $password = randAlphaNum 32 }}
+{{- end }}
+{{- end }}
+{{- $_ := set .Values.redis.auth "_generated" $password }}
+{{- end }}
+{{- .Values.redis.auth._generated }}
 {{- end }}
 
 {{- define "modelfleet.redisPasswordKey" -}}
@@ -129,6 +196,8 @@ topologySpreadConstraints:
   - maxSkew: {{ .spread.maxSkew }}
     topologyKey: {{ .spread.topologyKey }}
     whenUnsatisfiable: {{ .spread.whenUnsatisfiable }}
+    nodeTaintsPolicy: {{ .spread.nodeTaintsPolicy }}
+    nodeAffinityPolicy: Honor
     labelSelector:
       matchLabels:
         {{- include "modelfleet.selectorLabels" (dict "root" .root "component" .component) | nindent 8 }}
@@ -174,6 +243,8 @@ livenessProbe:
   value: "0.0.0.0"
 - name: {{ $p }}PORT
   value: {{ include "modelfleet.port" .component | quote }}
+- name: {{ $p }}SHUTDOWN_GRACE_S
+  value: {{ include "modelfleet.drainGraceSeconds" .root | quote }}
 - name: {{ $p }}LOG_LEVEL
   value: {{ .root.Values.logLevel | quote }}
 - name: {{ $p }}LOG_JSON
@@ -193,7 +264,7 @@ livenessProbe:
 {{- define "modelfleet.userEnv" -}}
 {{- range $k, $v := .env }}
 - name: {{ $k }}
-  value: {{ $v | toString | quote }}
+  value: {{ include "modelfleet.str" $v | quote }}
 {{- end }}
 {{- with .extraEnv }}
 {{ toYaml . }}

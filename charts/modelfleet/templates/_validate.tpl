@@ -24,10 +24,31 @@ fails once with the whole list, so a user fixes their values in one pass.
 {{- if and $v.networkPolicy.enabled (not $v.gateway.enabled) (not $v.networkPolicy.modelClientsFrom) }}
 {{- $errs = append $errs "gateway.enabled=false with networkPolicy.enabled=true leaves the model services reachable by nobody: list their clients in networkPolicy.modelClientsFrom" }}
 {{- end }}
+{{- $mutableTags := list "latest" "main" "master" "stable" "edge" "nightly" "dev" }}
+{{- $images := dict "redis.image" $v.redis.image "redis.metrics.image" $v.redis.metrics.image }}
+{{- range $name := include "modelfleet.services" . | fromJsonArray }}
+{{- $_ := set $images (printf "%s.image" $name) (get $v $name).image }}
+{{- end }}
+{{- range $key := keys $images | sortAlpha }}
+{{- $img := get $images $key }}
+{{- if has (first (splitList "@" ($img.tag | default ""))) $mutableTags }}
+{{- $errs = append $errs (printf "%s.tag=%s moves: use an immutable release tag or %s.digest (sha256:...)" $key $img.tag $key) }}
+{{- end }}
+{{- if and $img.digest (not (regexMatch "^sha256:[0-9a-f]{64}$" $img.digest)) }}
+{{- $errs = append $errs (printf "%s.digest must look like sha256:<64 hex digits>" $key) }}
+{{- end }}
+{{- end }}
 {{- range $name := include "modelfleet.services" . | fromJsonArray }}
 {{- $svc := get $v $name }}
 {{- if $svc.enabled }}
 {{- $as := $svc.autoscaling }}
+{{- $floor := ternary $as.minReplicas $svc.replicas $as.enabled | int }}
+{{- if and (eq (int $svc.rollout.maxSurge) 0) (lt $floor 2) }}
+{{- $errs = append $errs (printf "%s.rollout.maxSurge=0 with %d replica(s) at the floor takes the pool to zero during a rollout: set rollout.maxSurge=1 (and maxUnavailable=0), or keep at least 2 replicas" $name $floor) }}
+{{- end }}
+{{- if and (eq (int $svc.rollout.maxSurge) 0) (eq (int $svc.rollout.maxUnavailable) 0) }}
+{{- $errs = append $errs (printf "%s.rollout: maxSurge and maxUnavailable cannot both be 0" $name) }}
+{{- end }}
 {{- if $as.enabled }}
 {{- if gt (int $as.minReplicas) (int $as.maxReplicas) }}
 {{- $errs = append $errs (printf "%s.autoscaling.minReplicas (%v) is above maxReplicas (%v)" $name $as.minReplicas $as.maxReplicas) }}
@@ -54,6 +75,9 @@ fails once with the whole list, so a user fixes their values in one pass.
 {{- end }}
 {{- if and (eq $svc.model.source "download") (not $svc.model.id) }}
 {{- $errs = append $errs (printf "%s.model.source=download needs %s.model.id (a Hugging Face id)" $name $name) }}
+{{- end }}
+{{- if and (eq $svc.model.source "download") (not (regexMatch "^[0-9a-f]{40}$" $svc.model.revision)) }}
+{{- $errs = append $errs (printf "%s.model.source=download needs %s.model.revision pinned to a commit (40 hex digits): a branch or tag can change under a running fleet" $name $name) }}
 {{- end }}
 {{- if $svc.gpu.enabled }}
 {{- if eq $svc.device "cpu" }}
