@@ -36,6 +36,14 @@ class GatewayMetrics(Metrics):
             "rate_limited_total", "Requests refused by auth or rate limits.", ["kind"]
         )
         self.redis_up = self.gauge("redis_up", "Whether Redis answers.", [])
+        # Counted before a replica is chosen: requests for a pool at zero replicas (answered
+        # 503) count too, so KEDA can wake the pool on it (the pool itself exports nothing).
+        self.pool_requests = self.counter(
+            "pool_requests_total", "Admitted requests per pool, served or not.", ["pool"]
+        )
+
+    def pool_demand(self, pool: str) -> None:
+        self.pool_requests.labels(SERVICE, pool).inc()
 
     def cache_result(self, route: str, result: str) -> None:
         self.cache_requests.labels(SERVICE, route, result).inc()
@@ -51,6 +59,7 @@ class GatewayMetrics(Metrics):
         """Create every known label set at 0, so rate() over them has series from the start
         (dashboards and alerts would otherwise show "no data" until the first event)."""
         for pool in pools:
+            self.pool_requests.labels(SERVICE, pool)
             self.upstream_retries.labels(SERVICE, pool)
             self.upstream_duration.labels(SERVICE, pool)
         for route in cached_routes:

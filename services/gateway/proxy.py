@@ -127,6 +127,7 @@ class Gateway:
         payload = parse_payload(body)
         stream = payload.get("stream") is True
         await self.limiter.check(client_id, estimate_tokens(body) if ep.counts_tokens else None)
+        self.metrics.pool_demand(ep.pool)
 
         cacheable = ep.cacheable(payload, stream)
         if cacheable and self.cache.enabled:

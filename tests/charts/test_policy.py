@@ -14,10 +14,10 @@ from tests.charts.helm import (
     Rendered,
     component_name,
     containers,
+    env_of,
     render,
     render_scenario,
 )
-from tests.charts.helm import env_of
 
 
 def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:

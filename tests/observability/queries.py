@@ -38,6 +38,7 @@ GATEWAY_METRICS = frozenset({
     "modelfleet_upstream_duration_seconds", "modelfleet_upstream_retries_total",
     "modelfleet_fallbacks_total", "modelfleet_cache_requests_total", "modelfleet_backend_up",
     "modelfleet_circuit_state", "modelfleet_rate_limited_total", "modelfleet_redis_up",
+    "modelfleet_pool_requests_total",
 })  # fmt: skip
 CONTRACT_METRICS = COMMON_METRICS | DECODER_METRICS | GPU_METRICS | GATEWAY_METRICS
 
