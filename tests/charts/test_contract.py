@@ -19,6 +19,7 @@ from tests.charts.helm import (
     SCENARIOS,
     Rendered,
     component_name,
+    env_of,
     load_values,
     render,
     render_scenario,
@@ -74,18 +75,17 @@ def test_the_old_quoting_renders_tpm_as_a_float_and_the_contract_refuses_it(
     start = text.index('{{- define "modelfleet.str" -}}')
     end = text.index("\n\n", start) + 1  # the helper ends at the first blank line
     # What the chart did before: print the value as Go prints it.
-    helpers.write_text(
-        text[:start] + '{{- define "modelfleet.str" -}}\n{{- toString . }}\n{{- end }}\n' + text[end:]
-    )
+    old = '{{- define "modelfleet.str" -}}\n{{- toString . }}\n{{- end }}\n'
+    helpers.write_text(text[:start] + old + text[end:])
     out = _render_chart_copy(chart, "values-prod.yaml")
     gw = out.get("Deployment", component_name("gateway"))
-    env = {e["name"]: e.get("value") for e in gw["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = env_of(gw["spec"]["template"]["spec"]["containers"][0])
     assert env["MODELFLEET_GATEWAY_RATE_LIMIT_TPM"] == "1e+06"
     problems = violations(out)
     assert any("rate_limit_tpm = '1e+06'" in p for p in problems), problems
     # The real chart renders the exact integer, and the gateway takes it.
     fixed = render("values-prod.yaml").get("Deployment", component_name("gateway"))
-    fixed_env = {e["name"]: e.get("value") for e in fixed["spec"]["template"]["spec"]["containers"][0]["env"]}
+    fixed_env = env_of(fixed["spec"]["template"]["spec"]["containers"][0])
     assert fixed_env["MODELFLEET_GATEWAY_RATE_LIMIT_TPM"] == "1000000"
 
 
