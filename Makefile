@@ -25,20 +25,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project (first use only)
 
-$(APT_STAMP):
+# Re-checked when this Makefile changes (a new package here reaches existing checkouts).
+$(APT_STAMP): Makefile
 	@mkdir -p .run
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v prometheus-redis-exporter >/dev/null || missing="$$missing prometheus-redis-exporter"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@touch $@
 
-sysdeps: $(APT_STAMP) ## install redis-server, prometheus, wrk from Debian (first use only)
+sysdeps: $(APT_STAMP) ## install redis-server, prometheus, redis exporter, wrk from Debian (first use only)
 
 run: install sysdeps ## start Redis (if none listens), the four services and the gateway on :8080
 	$(BIN)/python -m modelfleet.localfleet start

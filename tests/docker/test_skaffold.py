@@ -66,3 +66,17 @@ def test_profiles_point_at_the_environment_values_files() -> None:
         assert variants["gateway"] == "cpu"
         expected = "cpu" if env == "dev" else "cuda"
         assert {variants[s] for s in SERVICES[1:]} == {expected}, env
+
+
+def test_deploy_waits_for_ready_pods_with_a_timeout() -> None:
+    helm = CONFIG["deploy"]["helm"]
+    (release,) = helm["releases"]
+    assert release["wait"] is True
+    for phase in ("install", "upgrade"):
+        assert "--timeout=20m" in helm["flags"][phase]
+    assert CONFIG["deploy"]["statusCheck"] is True
+    assert CONFIG["deploy"]["statusCheckDeadlineSeconds"] >= 20 * 60
+    # Images by digest: skaffold's tag template carries the built digest.
+    for key, value in release["setValueTemplates"].items():
+        if key.endswith(".image.tag"):
+            assert "@{{.IMAGE_DIGEST_" in value, key

@@ -8,8 +8,14 @@ Prometheus Operator attaches), so the queries are evaluated as they will be in a
 
 The same goes for the autoscaling signals: prometheus-adapter's rules and the KEDA triggers.
 
-GPU metrics exist only on a GPU node: their panels and alert are checked to parse (status
-"success") and return no series here. Everything else must return series: all five processes run.
+The fleet's own GPU metrics exist only on a GPU node: their panels and alert are checked to parse
+(status "success") and return no series here. Everything else must return series: all five
+processes run, Redis is the `make run` Redis (memory-bounded) with the real redis_exporter in
+front of it, and the series only Kubernetes components produce (kube-state-metrics, NVIDIA DCGM)
+come from fixtures/kubernetes-series.prom, served as one more scrape target.
+
+A second gateway whose llm pool is empty stands for a pool KEDA has scaled to zero: the KEDA
+demand query must return a series for it, while the pool's own queue depth returns nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +35,7 @@ import httpx
 import pytest
 import yaml
 
+from modelfleet.localfleet import redis_argv
 from tests.charts.helm import render
 from tests.observability.queries import (
     Query,
@@ -36,7 +44,7 @@ from tests.observability.queries import (
     dashboard_queries,
     variable_queries,
 )
-from tests.support.procs import LOG_DIR, Proc, free_port, start_service
+from tests.support.procs import LOG_DIR, Proc, free_port, start_service, wait_port
 
 MODEL_SERVICES = ("llm", "embedding", "classification", "generation")
 NAMESPACE = "modelfleet-test"
@@ -45,29 +53,73 @@ PROMETHEUS = shutil.which("prometheus")
 SCRAPE_INTERVAL_S = 1.0
 # Dashboards use Grafana's $__rate_interval (4 scrape intervals at least); 15 s of 1 s scrapes.
 RATE_INTERVAL = "15s"
+# The namespace of the gateway whose llm pool is at zero replicas.
+ZERO_NAMESPACE = "modelfleet-zero"
+FIXTURES = Path(__file__).parent / "fixtures"
+REDIS_EXPORTER = shutil.which("prometheus-redis-exporter")
 
 
 @dataclass
 class Fleet:
-    procs: dict[str, Proc]
+    procs: dict[str, Proc]  # fleet processes, scraped as themselves
+    extra: dict[str, tuple[Proc, str, dict[str, str]]]  # job -> (process, namespace, labels)
+
+
+def _spawn(name: str, argv: list[str], port: int) -> Proc:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"{name}-{port}.log"
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    proc = Proc(name, popen, port, log_path)
+    wait_port(port, 20)
+    return proc
 
 
 @pytest.fixture(scope="module")
-def fleet(request: pytest.FixtureRequest, redis_proc: Proc) -> Iterator[Fleet]:
+def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
     # The suite's session-wide service processes (tests/conftest.py), plus a gateway over them.
     procs: dict[str, Proc] = {n: request.getfixturevalue(f"{n}_proc") for n in MODEL_SERVICES}
-    env = {
-        "API_KEYS": API_KEY,
-        "DISCOVERY": "static",
-        "REDIS_URL": f"redis://127.0.0.1:{redis_proc.port}/0",
-        **{f"{n.upper()}__URLS": procs[n].url for n in MODEL_SERVICES},
-    }
-    gateway = start_service("gateway", env)
-    procs["gateway"] = gateway
+    started: list[Proc] = []
     try:
-        yield Fleet(procs)
+        redis_server = shutil.which("redis-server")
+        assert redis_server and REDIS_EXPORTER, "`make sysdeps` installs redis and its exporter"
+        redis_port = free_port()
+        # The `make run` Redis (maxmemory + allkeys-lru), on a free port.
+        redis = _spawn("redis", redis_argv(redis_server, redis_port), redis_port)
+        started.append(redis)
+        exporter_port = free_port()
+        exporter = _spawn("redis-exporter", [
+            REDIS_EXPORTER, f"--redis.addr=redis://127.0.0.1:{redis_port}",
+            f"--web.listen-address=127.0.0.1:{exporter_port}",
+        ], exporter_port)  # fmt: skip
+        started.append(exporter)
+        fixture_port = free_port()
+        kube = _spawn("kubernetes-fixture", [
+            sys.executable, "-m", "http.server", str(fixture_port), "--bind", "127.0.0.1",
+            "--directory", str(FIXTURES),
+        ], fixture_port)  # fmt: skip
+        started.append(kube)
+        env = {
+            "API_KEYS": API_KEY,
+            "DISCOVERY": "static",
+            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            **{f"{n.upper()}__URLS": procs[n].url for n in MODEL_SERVICES},
+        }
+        gateway = start_service("gateway", env)
+        started.append(gateway)
+        procs["gateway"] = gateway
+        # llm at zero replicas: an empty pool (never ready for llm, so /health, not /ready).
+        zero = start_service("gateway", {**env, "LLM__URLS": ""})
+        started.append(zero)
+        extra = {
+            "redis": (exporter, NAMESPACE, {"pod": "mf-modelfleet-redis-0"}),
+            "kubernetes": (kube, NAMESPACE, {}),
+            "gateway-zero": (zero, ZERO_NAMESPACE, {"pod": "gateway-zero-0"}),
+        }
+        yield Fleet(procs, extra)
     finally:
-        gateway.stop()
+        for proc in reversed(started):
+            proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +146,21 @@ def prometheus(fleet: Fleet) -> Iterator[str]:
                 ],
             }
             for name, proc in fleet.procs.items()
+        ]
+        + [
+            {
+                "job_name": job,
+                # Exported labels win, as with the ServiceMonitors of kube-prometheus-stack.
+                "honor_labels": True,
+                "metrics_path": "/kubernetes-series.prom" if job == "kubernetes" else "/metrics",
+                "static_configs": [
+                    {
+                        "targets": [f"127.0.0.1:{proc.port}"],
+                        "labels": {"namespace": namespace, **labels},
+                    }
+                ],
+            }
+            for job, (proc, namespace, labels) in fleet.extra.items()
         ],
     }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -192,6 +259,12 @@ def _drive(fleet: Fleet) -> None:
         client.get(f"{gateway}/v1/models", headers={"Authorization": f"Bearer {API_KEY}"})
         # A rejected key: the auth side of the rate-limit metric.
         client.get(f"{gateway}/v1/models", headers={"Authorization": "Bearer wrong-key"})
+        # Demand for the pool at zero replicas: refused with 503, counted all the same.
+        zero = fleet.extra["gateway-zero"][0].url
+        body = {"messages": [{"role": "user", "content": "Wake up."}], "max_tokens": 4}
+        resp = client.post(f"{zero}/v1/chat/completions", json=body,
+                           headers={"Authorization": f"Bearer {API_KEY}"})  # fmt: skip
+        assert resp.status_code == 503, resp.text
 
 
 def _post(client: httpx.Client, url: str, body: dict[str, Any], key: str | None = None) -> None:
@@ -211,6 +284,9 @@ def scraped(fleet: Fleet, prometheus: str) -> str:
     """Prometheus, after traffic, once every service's counters have two samples to rate."""
     _drive(fleet)
     expected = {p for p in fleet.procs}
+    zero_demand = (
+        f'sum(modelfleet_pool_requests_total{{namespace="{ZERO_NAMESPACE}",pool="llm"}}) > 0'
+    )
 
     def all_rated() -> bool:
         result = _query(
@@ -219,6 +295,7 @@ def scraped(fleet: Fleet, prometheus: str) -> str:
         return {r["metric"].get("service") for r in result["data"]["result"]} >= expected
 
     _wait_for(all_rated, 60, f"rates of modelfleet_requests_total for {sorted(expected)}")
+    _wait_for(lambda: bool(_query(prometheus, zero_demand)["data"]["result"]), 30, zero_demand)
     time.sleep(2 * SCRAPE_INTERVAL_S)  # the last gauges and histograms of the traffic
     return prometheus
 
@@ -294,6 +371,26 @@ def test_traffic_shows_in_the_series(signal: str, fleet: Fleet, scraped: str) ->
 def test_autoscaling_query_returns_series(query: Query, fleet: Fleet, scraped: str) -> None:
     """What prometheus-adapter and KEDA will ask Prometheus for, per pod / per service."""
     _check(query, fleet, scraped)
+
+
+def test_keda_demand_wakes_a_pool_scaled_to_zero(fleet: Fleet, scraped: str) -> None:
+    """The ScaledObject of a pool at zero replicas: its own queue depth has no series (no pod
+    exports it), the gateway's demand for it does, and is above the activation threshold."""
+    out = render("ci/keda-values.yaml", fullnameOverride="mf")
+    demand, load = out.get("ScaledObject", "mf-llm")["spec"]["triggers"]
+    ns = f'namespace="{ZERO_NAMESPACE}"'
+    at_zero = {
+        name: trigger["metadata"]["query"].replace('namespace="fleet"', ns)
+        for name, trigger in (("demand", demand), ("load", load))
+    }
+    # The rate window is 2m; over a 1 s scrape the single 503 already shows as a rate.
+    body = _query(scraped, at_zero["demand"])
+    assert body["status"] == "success", body
+    (series,) = body["data"]["result"]
+    assert float(series["value"][1]) > float(demand["metadata"]["activationThreshold"])
+    # What the chart used to trigger on alone: nothing, while the pool is at zero.
+    body = _query(scraped, at_zero["load"])
+    assert body["status"] == "success" and body["data"]["result"] == [], body
 
 
 @pytest.mark.parametrize(("uid", "metric", "label"), variable_queries())
