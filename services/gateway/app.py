@@ -70,6 +70,7 @@ def create_app(
             failure_threshold=settings.circuit_failure_threshold,
             open_s=settings.circuit_open_s,
             metrics=metrics,
+            health_path=settings.pools()[name].health_path,
         )
         for name in POOLS
     }

@@ -77,7 +77,7 @@ class HealthChecker:
         self.rounds += 1
 
     async def check(self, pool: Pool, replica: Replica) -> None:
-        ok, error, slow = await self._probe(replica)
+        ok, error, slow = await self._probe(replica, pool.health_path)
         was = replica.healthy
         replica.check_timeouts = replica.check_timeouts + 1 if slow else 0
         if slow and replica.check_timeouts < TIMEOUTS_TO_EJECT:
@@ -98,16 +98,16 @@ class HealthChecker:
             await self._fetch_models(replica)
         pool.publish(replica)
 
-    async def _probe(self, replica: Replica) -> tuple[bool, str | None, bool]:
-        """(ready, error, timed out)."""
+    async def _probe(self, replica: Replica, path: str = "/ready") -> tuple[bool, str | None, bool]:
+        """(ready, error, timed out). ``path``: the pool's readiness path (vLLM: /health)."""
         try:
-            resp = await self.client.get(replica.endpoint("/ready"), timeout=self.timeout_s)
+            resp = await self.client.get(replica.endpoint(path), timeout=self.timeout_s)
         except httpx.TimeoutException as exc:
             return False, repr(exc), True
         except httpx.HTTPError as exc:
             return False, repr(exc), False
         if resp.status_code != 200:
-            return False, f"/ready answered {resp.status_code}", False
+            return False, f"{path} answered {resp.status_code}", False
         return True, None, False
 
     async def _fetch_models(self, replica: Replica) -> None:

@@ -93,9 +93,11 @@ class Pool:
         failure_threshold: int,
         open_s: float,
         metrics: GatewayMetrics,
+        health_path: str = "/ready",
     ) -> None:
         self.name = name
         self.router = router
+        self.health_path = health_path
         self.failure_threshold = failure_threshold
         self.open_s = open_s
         self.metrics = metrics

@@ -61,6 +61,11 @@ class PoolSettings(BaseModel):
 
     urls: CommaList = Field(default=(), description="static discovery; empty = an empty pool")
     service: str = Field(default="", description="kubernetes discovery; empty = an empty pool")
+    health_path: str = Field(
+        default="/ready",
+        pattern=r"^/",
+        description="readiness path of the pool's replicas (/health for a vLLM server)",
+    )
 
     @field_validator("urls", mode="before")
     @classmethod
