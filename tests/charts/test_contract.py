@@ -5,6 +5,7 @@ actually start from it (tests/charts/test_contract_boot.py)."""
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 from pathlib import Path
 
@@ -44,8 +45,10 @@ def test_every_process_accepts_the_environment_the_chart_gives_it(scenario: str)
     # Not vacuous: every enabled fleet process was checked.
     names = {p.name for p in processes(out)}
     for svc in settings_classes():
-        if component_name(svc) in {d["metadata"]["name"] for d in out.kinds("Deployment")}:
-            assert svc in names
+        for dep in out.kinds("Deployment"):
+            main = dep["spec"]["template"]["spec"]["containers"][0]["name"]
+            if dep["metadata"]["name"] == component_name(svc) and main != "vllm":
+                assert svc in names
 
 
 def _render_chart_copy(chart_dir: Path, values_file: str) -> Rendered:
@@ -132,7 +135,9 @@ def test_the_gateway_pool_values_map_one_to_one_onto_its_nested_settings() -> No
     assert set(pools) == {n for n, f in GatewaySettings.model_fields.items()
                           if f.annotation is PoolSettings}  # fmt: skip
     for pool in pools.values():
-        assert set(pool) == set(PoolSettings.model_fields)
+        # Values are camelCase (healthPath), settings snake_case (health_path).
+        snake = {re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower() for key in pool}
+        assert snake == set(PoolSettings.model_fields)
     # Each value lands in its own setting.
     out = render(
         "values-dev.yaml",

@@ -92,9 +92,11 @@ def test_every_container_is_bounded_probed_and_locked_down(scenario: str) -> Non
             if where.startswith("Deployment/") and c in spec["containers"]:
                 for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                     assert probe in c, f"{label}: no {probe}"
-                assert c["readinessProbe"]["httpGet"]["path"] == "/ready", label
+                # vLLM has no /ready: its /health turns 200 once the engine serves.
+                ready = "/health" if c["name"] == "vllm" else "/ready"
+                assert c["readinessProbe"]["httpGet"]["path"] == ready, label
                 # A model service's startup budget is its model-loading budget.
-                startup = "/health" if c["name"] == "gateway" else "/ready"
+                startup = "/health" if c["name"] in ("gateway", "vllm") else "/ready"
                 assert c["startupProbe"]["httpGet"]["path"] == startup, label
                 assert c["livenessProbe"]["httpGet"]["path"] == "/health", label
                 # kubelet's sleep action: no sleep binary needed in the image.

@@ -170,3 +170,36 @@ def test_notes_say_the_chart_owns_replica_counts() -> None:
     assert "owned by the chart's autoscalers" in notes
     assert "kubectl autoscale" in notes
     assert "owned by the chart's autoscalers" not in render("values-dev.yaml").notes
+
+
+def test_a_decoder_pool_can_run_vllm() -> None:
+    out = render("ci/vllm-values.yaml")
+    spec = _pod(out, "llm")
+    (c,) = spec["containers"]
+    assert c["name"] == "vllm" and c["image"].startswith("docker.io/vllm/vllm-openai:v")
+    assert c["args"][:3] == ["Qwen/Qwen2.5-7B-Instruct", "--revision",
+                             "a09a35458c702b33eeacc393d103063234e8bc28"]  # fmt: skip
+    assert "--port" in c["args"] and c["args"][c["args"].index("--port") + 1] == "3002"
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert spec["tolerations"] and spec["nodeSelector"]["nvidia.com/gpu.present"] == "true"
+    assert "initContainers" not in spec  # vLLM fetches the pinned revision itself
+    gw = next(
+        e["value"]
+        for e in _pod(out, "gateway")["containers"][0]["env"]
+        if e["name"] == "MODELFLEET_GATEWAY_LLM__HEALTH_PATH"
+    )
+    assert gw == "/health"
+    demand, load = out.get("ScaledObject", component_name("llm"))["spec"]["triggers"]
+    assert "modelfleet_pool_requests_total" in demand["metadata"]["query"]
+    assert load["metadata"]["query"] == (
+        f'sum(vllm:num_requests_waiting{{namespace="{NAMESPACE}",service="{component_name("llm")}"}})'
+    )
+    # The other pools keep the project's services.
+    assert _pod(out, "generation")["containers"][0]["name"] == "generation"
+
+
+def test_vllm_needs_a_gpu_and_a_hub_model() -> None:
+    with pytest.raises(helm_python.HelmError) as err:
+        render(llm__vllm__enabled=True)
+    assert "llm.vllm.enabled needs llm.gpu.enabled=true" in str(err.value)
+    assert "llm.vllm.enabled needs llm.model.id" in str(err.value)

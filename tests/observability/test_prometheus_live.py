@@ -108,8 +108,8 @@ def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
         gateway = start_service("gateway", env)
         started.append(gateway)
         procs["gateway"] = gateway
-        # llm at zero replicas: an empty pool (never ready for llm, so /health, not /ready).
-        zero = start_service("gateway", {**env, "LLM__URLS": ""})
+        # The decoder pools at zero replicas (llm and its fallback, generation): empty pools.
+        zero = start_service("gateway", {**env, "LLM__URLS": "", "GENERATION__URLS": ""})
         started.append(zero)
         extra = {
             "redis": (exporter, NAMESPACE, {"pod": "mf-modelfleet-redis-0"}),

@@ -76,7 +76,18 @@ fails once with the whole list, so a user fixes their values in one pass.
 {{- if and (eq $svc.model.source "download") (not $svc.model.id) }}
 {{- $errs = append $errs (printf "%s.model.source=download needs %s.model.id (a Hugging Face id)" $name $name) }}
 {{- end }}
-{{- if and (eq $svc.model.source "download") (not (regexMatch "^[0-9a-f]{40}$" $svc.model.revision)) }}
+{{- if and (hasKey $svc "vllm") $svc.vllm.enabled }}
+{{- if not $svc.gpu.enabled }}
+{{- $errs = append $errs (printf "%s.vllm.enabled needs %s.gpu.enabled=true (vLLM serves on a GPU)" $name $name) }}
+{{- end }}
+{{- if not $svc.model.id }}
+{{- $errs = append $errs (printf "%s.vllm.enabled needs %s.model.id (the served model name)" $name $name) }}
+{{- end }}
+{{- if eq $svc.model.source "image" }}
+{{- $errs = append $errs (printf "%s.vllm.enabled: model.source=image is the project's packaged model; use download (vLLM fetches the pinned revision) or pvc" $name) }}
+{{- end }}
+{{- end }}
+{{- if and (ne $svc.model.source "image") (ne $svc.model.source "pvc") (not (regexMatch "^[0-9a-f]{40}$" $svc.model.revision)) }}
 {{- $errs = append $errs (printf "%s.model.source=download needs %s.model.revision pinned to a commit (40 hex digits): a branch or tag can change under a running fleet" $name $name) }}
 {{- end }}
 {{- if $svc.gpu.enabled }}
