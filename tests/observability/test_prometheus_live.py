@@ -113,7 +113,9 @@ def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
         started.append(zero)
         extra = {
             "redis": (exporter, NAMESPACE, {"pod": "mf-modelfleet-redis-0"}),
-            "kubernetes": (kube, NAMESPACE, {}),
+            "kubernetes": (kube, NAMESPACE, {"__metrics_path__": "/kubernetes-series.prom"}),
+            # A vLLM pool's /metrics (no GPU here to run vLLM on): fixtures/vllm-series.prom.
+            "vllm": (kube, NAMESPACE, {"__metrics_path__": "/vllm-series.prom"}),
             "gateway-zero": (zero, ZERO_NAMESPACE, {"pod": "gateway-zero-0"}),
         }
         yield Fleet(procs, extra)
@@ -152,7 +154,7 @@ def prometheus(fleet: Fleet) -> Iterator[str]:
                 "job_name": job,
                 # Exported labels win, as with the ServiceMonitors of kube-prometheus-stack.
                 "honor_labels": True,
-                "metrics_path": "/kubernetes-series.prom" if job == "kubernetes" else "/metrics",
+                "metrics_path": "/metrics",  # __metrics_path__ in the labels overrides it
                 "static_configs": [
                     {
                         "targets": [f"127.0.0.1:{proc.port}"],

@@ -28,6 +28,9 @@ fails once with the whole list, so a user fixes their values in one pass.
 {{- $images := dict "redis.image" $v.redis.image "redis.metrics.image" $v.redis.metrics.image }}
 {{- range $name := include "modelfleet.services" . | fromJsonArray }}
 {{- $_ := set $images (printf "%s.image" $name) (get $v $name).image }}
+{{- if hasKey (get $v $name) "vllm" }}
+{{- $_ := set $images (printf "%s.vllm.image" $name) (get $v $name).vllm.image }}
+{{- end }}
 {{- end }}
 {{- range $key := keys $images | sortAlpha }}
 {{- $img := get $images $key }}
