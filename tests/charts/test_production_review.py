@@ -203,3 +203,28 @@ def test_vllm_needs_a_gpu_and_a_hub_model() -> None:
         render(llm__vllm__enabled=True)
     assert "llm.vllm.enabled needs llm.gpu.enabled=true" in str(err.value)
     assert "llm.vllm.enabled needs llm.model.id" in str(err.value)
+
+
+def test_the_make_run_redis_is_memory_bounded_like_the_charts() -> None:
+    import shutil
+    import subprocess
+
+    import redis as redis_lib
+
+    from modelfleet.localfleet import redis_argv
+    from tests.support.procs import free_port, wait_port
+
+    exe = shutil.which("redis-server")
+    assert exe, "`make sysdeps` installs redis-server"
+    port = free_port()
+    popen = subprocess.Popen(redis_argv(exe, port), stdout=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        client = redis_lib.Redis(port=port)
+        assert client.config_get("maxmemory") == {"maxmemory": str(256 * 1024 * 1024)}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
+        chart = render().get("ConfigMap", component_name("redis"))["data"]["redis.conf"]
+        assert "maxmemory 256mb" in chart and "maxmemory-policy allkeys-lru" in chart
+    finally:
+        popen.terminate()
+        popen.wait(10)
