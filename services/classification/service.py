@@ -7,9 +7,10 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fastapi import APIRouter
+from starlette.requests import Request
 from starlette.responses import Response
 
+from modelfleet.api import CLASSIFY, CLASSIFY_TASKS
 from modelfleet.app import json_response
 from modelfleet.devices import pick_device
 from modelfleet.errors import InvalidRequest
@@ -21,6 +22,8 @@ from modelfleet.registry import (
     version_id,
 )
 from modelfleet.resolve import ModelSource, resolve_encoder
+from modelfleet.routes import Route
+from modelfleet.schemas import ClassifyRequest
 from modelfleet.service import ModelService
 from services.classification.backends import (
     ClassifierBackend,
@@ -31,10 +34,9 @@ from services.classification.backends import (
     SequenceClassificationBackend,
     is_sequence_classifier,
 )
-from services.classification.schemas import ClassifyRequest
 from services.classification.settings import ClassificationSettings
 
-ROUTE = "/v1/classify"
+ROUTE = CLASSIFY.path
 
 log = logging.getLogger("modelfleet.classification")
 
@@ -199,11 +201,8 @@ class ClassificationService(ModelService):
         self.metrics.input_tokens.labels(self.name, ROUTE).inc(sum(r.tokens for r in results))
         return results
 
-    def routes(self) -> APIRouter:
-        router = APIRouter(tags=["classification"])
-
-        @router.post(ROUTE, summary="Classify texts: sentiment, intent or custom labels")
-        async def classify(body: ClassifyRequest) -> Response:
+    def routes(self) -> list[Route]:
+        async def classify(body: ClassifyRequest, _: Request) -> Response:
             results = await self.classify(body)
             data = []
             for i, r in enumerate(results):
@@ -225,8 +224,7 @@ class ClassificationService(ModelService):
                 }
             )
 
-        @router.get(f"{ROUTE}/tasks", summary="Built-in tasks and their labels")
-        async def tasks() -> Response:
+        async def tasks(_: None, __: Request) -> Response:
             self.ensure_ready()
             return json_response(
                 {
@@ -238,4 +236,4 @@ class ClassificationService(ModelService):
                 }
             )
 
-        return router
+        return [Route(CLASSIFY, classify, raw=True), Route(CLASSIFY_TASKS, tasks)]

@@ -8,9 +8,10 @@ import logging
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
+from starlette.requests import Request
 from starlette.responses import Response
 
+from modelfleet.api import EMBEDDINGS, SIMILARITY
 from modelfleet.app import json_response
 from modelfleet.devices import pick_device
 from modelfleet.encoder import Encoded, SentenceEncoder
@@ -23,12 +24,13 @@ from modelfleet.registry import (
     version_id,
 )
 from modelfleet.resolve import ModelSource, resolve_encoder
+from modelfleet.routes import Route
+from modelfleet.schemas import EmbeddingRequest, SimilarityRequest
 from modelfleet.service import ModelService
-from services.embedding.schemas import EmbeddingRequest, SimilarityRequest
 from services.embedding.settings import EmbeddingSettings
 
-ROUTE_EMBEDDINGS = "/v1/embeddings"
-ROUTE_SIMILARITY = "/v1/similarity"
+ROUTE_EMBEDDINGS = EMBEDDINGS.path
+ROUTE_SIMILARITY = SIMILARITY.path
 
 log = logging.getLogger("modelfleet.embedding")
 
@@ -44,7 +46,6 @@ def merge(parts: list[Encoded]) -> Encoded:
 
 class EmbeddingService(ModelService):
     name = "embedding"
-    fast_routes = True
     settings: EmbeddingSettings
 
     def __init__(self, settings: EmbeddingSettings) -> None:
@@ -140,11 +141,8 @@ class EmbeddingService(ModelService):
         self.metrics.input_tokens.labels(self.name, route).inc(sum(enc.tokens))
         return enc
 
-    def routes(self) -> APIRouter:
-        router = APIRouter(tags=["embeddings"])
-
-        @router.post(ROUTE_EMBEDDINGS, summary="Create embeddings (OpenAI-compatible)")
-        async def embeddings(body: EmbeddingRequest) -> Response:
+    def routes(self) -> list[Route]:
+        async def embeddings(body: EmbeddingRequest, _: Request) -> Response:
             texts = [body.input] if isinstance(body.input, str) else body.input
             enc = await self.embed(texts, ROUTE_EMBEDDINGS)
             vectors = enc.embeddings
@@ -178,8 +176,7 @@ class EmbeddingService(ModelService):
                 }
             )
 
-        @router.post(ROUTE_SIMILARITY, summary="Cosine similarity of a query to documents")
-        async def similarity(body: SimilarityRequest) -> Response:
+        async def similarity(body: SimilarityRequest, _: Request) -> Response:
             enc = await self.embed([body.query, *body.documents], ROUTE_SIMILARITY)
             scores = enc.embeddings[1:] @ enc.embeddings[0]
             order = np.argsort(-scores, kind="stable")
@@ -195,4 +192,4 @@ class EmbeddingService(ModelService):
                 }
             )
 
-        return router
+        return [Route(EMBEDDINGS, embeddings, raw=True), Route(SIMILARITY, similarity, raw=True)]

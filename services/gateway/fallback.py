@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from modelfleet.api import CHAT, COMPLETIONS, GENERATION, LLM
 from modelfleet.errors import InvalidRequest
 
 ROLE_LABELS = {
@@ -232,16 +233,19 @@ class Fallback:
 
 
 CHAT_VIA_GENERATION = Fallback(
-    "generation",
-    "/v1/completions",
+    GENERATION,
+    COMPLETIONS.path,
     chat_request_as_completion,
     completion_reply_as_chat,
     _ChatChunks,
 )
 COMPLETIONS_VIA_LLM = Fallback(
-    "llm",
-    "/v1/chat/completions",
+    LLM,
+    CHAT.path,
     completion_request_as_chat,
     chat_reply_as_completion,
     lambda: _completion_chunk,
 )
+
+# Route path -> how another pool serves it when its own pool cannot.
+FALLBACKS = {CHAT.path: CHAT_VIA_GENERATION, COMPLETIONS.path: COMPLETIONS_VIA_LLM}

@@ -245,14 +245,20 @@ class H1Pool:
         self._releases = 0
         self.opened = 0
 
-    async def post(
-        self, origin: Origin, path: bytes, body: bytes, extra_headers: bytes, timeout: float
+    async def request(
+        self,
+        origin: Origin,
+        method: bytes,
+        path: bytes,
+        body: bytes,
+        extra_headers: bytes,
+        timeout: float,
     ) -> H1Response:
-        """POST and read the whole response within ``timeout`` seconds."""
+        """Send and read the whole response within ``timeout`` seconds."""
         conn = None
         try:
             async with asyncio.timeout(timeout):
-                conn = await self._exchange(origin, path, body, extra_headers)
+                conn = await self._exchange(origin, method, path, body, extra_headers)
                 data = await conn.read_body()
         except BaseException as exc:
             if conn is not None:
@@ -267,25 +273,26 @@ class H1Pool:
     async def stream(
         self,
         origin: Origin,
+        method: bytes,
         path: bytes,
         body: bytes,
         extra_headers: bytes,
         timeout: float,
         chunk_timeout: float,
     ) -> H1Stream:
-        """POST and return once the status line and headers are in."""
+        """Send and return once the status line and headers are in."""
         try:
             async with asyncio.timeout(timeout):
-                conn = await self._exchange(origin, path, body, extra_headers)
+                conn = await self._exchange(origin, method, path, body, extra_headers)
         except TimeoutError:
             raise UpstreamTimeout(f"no response within {timeout:.1f}s") from None
         return H1Stream(self, origin, conn, chunk_timeout)
 
     async def _exchange(
-        self, origin: Origin, path: bytes, body: bytes, extra_headers: bytes
+        self, origin: Origin, method: bytes, path: bytes, body: bytes, extra_headers: bytes
     ) -> _Connection:
         request = b"".join((
-            b"POST ", path, b" HTTP/1.1\r\nHost: ", origin.host_header,
+            method, b" ", path, b" HTTP/1.1\r\nHost: ", origin.host_header,
             b"\r\nContent-Type: application/json\r\nContent-Length: ", b"%d" % len(body),
             b"\r\n", extra_headers, b"\r\n", body,
         ))  # fmt: skip

@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from modelfleet.api import POOLS as FLEET_POOLS
 from services.gateway.circuit import CircuitBreaker, CircuitState
 from services.gateway.h1 import Origin
 from services.gateway.metrics import SERVICE, GatewayMetrics
@@ -22,11 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelfleet.gateway.pools")
 
-LLM = "llm"
-EMBEDDING = "embedding"
-CLASSIFICATION = "classification"
-GENERATION = "generation"
-POOLS = (LLM, EMBEDDING, CLASSIFICATION, GENERATION)
+POOLS = FLEET_POOLS
 
 
 class Replica:

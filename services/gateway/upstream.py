@@ -14,12 +14,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_none
 
 from modelfleet.errors import DeadlineExceeded
+from services.gateway.exchange import Reply
 from services.gateway.h1 import (
     H1Pool,
     H1Stream,
@@ -56,16 +56,6 @@ class PoolUnavailable(Exception):
         self.pool = pool
         self.reason = reason
         self.retry_after = retry_after
-
-
-@dataclass(slots=True)
-class Reply:
-    """A complete answer (from a backend, the cache, or a conversion), ready to send."""
-
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-    replica: str | None = None
 
 
 def pass_headers(headers: Headers) -> dict[str, str]:
@@ -150,20 +140,21 @@ class Upstream:
         exc = state.outcome.exception() if state.outcome else None
         log.info("retrying %s on another replica: %s", pool.name, exc)
 
-    async def post(
+    async def send(
         self,
         pool: Pool,
+        method: str,
         path: str,
         body: bytes,
         request_id: str,
         *,
         stream: bool = False,
     ) -> Reply | StreamReply:
-        """POST ``body`` to a replica of ``pool``; :class:`PoolUnavailable` if none could serve."""
+        """Send to a replica of ``pool``; :class:`PoolUnavailable` if none could serve."""
         deadline = time.monotonic() + self.request_timeout_s
         extra = b"X-Request-ID: " + request_id.encode("latin-1") + b"\r\n"
         tried = _Tried()
-        args = (pool, path, body, extra, stream, tried, deadline)
+        args = (pool, method.encode(), path, body, extra, stream, tried, deadline)
         # The first attempt runs bare: tenacity costs tens of microseconds a call, and most
         # requests never need it. It takes over for the retries.
         try:
@@ -184,6 +175,7 @@ class Upstream:
     async def _attempt(
         self,
         pool: Pool,
+        method: bytes,
         path: str,
         body: bytes,
         extra: bytes,
@@ -207,11 +199,11 @@ class Upstream:
         try:
             if stream:
                 s = await self.h1.stream(
-                    replica.origin, target, body, extra, remaining, self.request_timeout_s
+                    replica.origin, method, target, body, extra, remaining, self.request_timeout_s
                 )
                 status, headers = s.status, s.headers
             else:
-                r = await self.h1.post(replica.origin, target, body, extra, remaining)
+                r = await self.h1.request(replica.origin, method, target, body, extra, remaining)
                 status, headers = r.status, r.headers
             if status in RETRY_STATUSES:
                 if stream:

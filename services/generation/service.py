@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
+from modelfleet.api import COMPLETIONS, SUMMARIZE
 from modelfleet.app import json_response
 from modelfleet.decoding.engine import Generation
 from modelfleet.decoding.openai import SSE_DONE, CompletionRequest, new_id, now, sse, usage
@@ -20,12 +21,13 @@ from modelfleet.decoding.streaming import (
     unless_disconnected,
 )
 from modelfleet.errors import InvalidRequest, PayloadTooLarge
-from services.generation.schemas import SummarizeRequest
+from modelfleet.routes import Route
+from modelfleet.schemas import SummarizeRequest
 from services.generation.settings import GenerationSettings
 from services.generation.summarize import INSTRUCTIONS, Piece, summarise
 
-ROUTE_COMPLETIONS = "/v1/completions"
-ROUTE_SUMMARIZE = "/v1/summarize"
+ROUTE_COMPLETIONS = COMPLETIONS.path
+ROUTE_SUMMARIZE = SUMMARIZE.path
 
 # Template and instruction tokens around a chunk, with room to spare.
 _SUMMARY_OVERHEAD_TOKENS = 96
@@ -150,10 +152,7 @@ class GenerationService(DecoderService):
         }
 
     # -- routes ---------------------------------------------------------------------------
-    def routes(self) -> APIRouter:
-        router = APIRouter(tags=["generation"])
-
-        @router.post(ROUTE_COMPLETIONS, summary="Create a text completion (OpenAI-compatible)")
+    def routes(self) -> list[Route]:
         async def completions(body: CompletionRequest, request: Request) -> Response:
             gens = await self.start_completions(body)
             head = {
@@ -185,8 +184,7 @@ class GenerationService(DecoderService):
                 }
             )
 
-        @router.post(ROUTE_SUMMARIZE, summary="Summarise a text of any length")
         async def summarize(body: SummarizeRequest, request: Request) -> Response:
             return json_response(await unless_disconnected(request, self.summarize(body)))
 
-        return router
+        return [Route(COMPLETIONS, completions), Route(SUMMARIZE, summarize)]

@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
+from modelfleet.api import CHAT
 from modelfleet.app import json_response
 from modelfleet.decoding.engine import Generation
 from modelfleet.decoding.openai import SSE_DONE, ChatCompletionRequest, new_id, now, sse, usage
 from modelfleet.decoding.service import DecoderService
 from modelfleet.decoding.streaming import collect_all, sse_response
+from modelfleet.routes import Route
 from services.llm.settings import LlmSettings
 
-ROUTE_CHAT = "/v1/chat/completions"
+ROUTE_CHAT = CHAT.path
 
 
 class LlmService(DecoderService):
@@ -33,10 +35,7 @@ class LlmService(DecoderService):
         params = self.sampling(body, len(prompt), body.requested_max_tokens())
         return self.generate(prompt, params, ROUTE_CHAT)
 
-    def routes(self) -> APIRouter:
-        router = APIRouter(tags=["chat"])
-
-        @router.post(ROUTE_CHAT, summary="Create a chat completion (OpenAI-compatible)")
+    def routes(self) -> list[Route]:
         async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
             gen = await self.start_chat(body)
             head = {
@@ -64,7 +63,7 @@ class LlmService(DecoderService):
                 }
             )
 
-        return router
+        return [Route(CHAT, chat_completions)]
 
     async def _chunks(
         self, gen: Generation, head: dict[str, Any], include_usage: bool

@@ -4,29 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import signal
 import sys
-import typing
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 import uvicorn
-from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute
-from pydantic import BaseModel
+from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from modelfleet.asgi import FastRoutes, JsonHandler
 from modelfleet.devices import reproducible_cpu_math
 from modelfleet.errors import FleetError, ModelNotReady, error_response, install_error_handlers
 from modelfleet.logs import configure_logging
 from modelfleet.metrics import CONTENT_TYPE
 from modelfleet.middleware import RequestContextMiddleware
+from modelfleet.routes import RouteTable
 from modelfleet.service import ModelService
 from modelfleet.settings import ServiceSettings, load_settings
 
@@ -82,10 +78,7 @@ def fleet_fastapi(title: str, lifespan: Any, description: str = "") -> FastAPI:
 
 
 def create_app(service: ModelService) -> ASGIApp:
-    """Build the ASGI app for one model service. Does no work until the lifespan runs.
-
-    The FastAPI app serves everything but the fast-path routes, which it still documents.
-    """
+    """Build the ASGI app for one model service. Does no work until the lifespan runs."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -106,62 +99,19 @@ def create_app(service: ModelService) -> ASGIApp:
     async def list_models() -> Response:
         return json_response({"object": "list", "data": service.model_cards()})
 
-    router = service.routes()
-    app.include_router(router)
+    s = service.settings
+    # A ceiling against abuse; the per-item character limits do the real work.
+    max_body = 12 * s.max_input_chars * s.max_input_items + (64 << 10)
+    table = RouteTable(app, service.routes(), max_body=max_body)
     app.state.service = service
-    paths = ["/v1/models", *(getattr(r, "path", "") for r in router.routes)]
     # Outside FastAPI's own middleware stack: the request id, metrics and access log wrap every
-    # request, and the fast path skips FastAPI's per-request machinery entirely.
-    inner: ASGIApp = app
-    if service.fast_routes:
-        s = service.settings
-        # A ceiling against abuse; the per-item character limits do the real work.
-        max_body = 12 * s.max_input_chars * s.max_input_items + (64 << 10)
-        inner = FastRoutes(app, json_post_handlers(router), max_body=max_body)
+    # request, the raw routes included.
     return RequestContextMiddleware(
-        inner,
+        table,
         metrics=service.metrics,
-        routes=paths,
-        access_log_enabled=service.settings.access_log,
+        routes=["/v1/models", *table.paths],
+        access_log_enabled=s.access_log,
     )
-
-
-def json_post_handlers(router: APIRouter) -> dict[str, JsonHandler]:
-    """Raw-ASGI handlers for the router's plain JSON POST routes.
-
-    A route qualifies when its endpoint takes exactly one argument, a pydantic model (the JSON
-    body), and returns a starlette ``Response``: then the fast path validates the body with that
-    model and calls the very same endpoint, so the two paths cannot disagree.
-    """
-    handlers: dict[str, JsonHandler] = {}
-    for route in router.routes:
-        if not isinstance(route, APIRoute) or route.methods != {"POST"}:
-            continue
-        try:
-            hints = typing.get_type_hints(route.endpoint)
-        except NameError:  # annotations that don't resolve: leave the route to FastAPI
-            continue
-        ret = hints.pop("return", None)
-        params = inspect.signature(route.endpoint).parameters
-        if len(params) != 1 or len(hints) != 1:
-            continue
-        model = next(iter(hints.values()))
-        if not (_is_subclass(model, BaseModel) and _is_subclass(ret, Response)):
-            continue
-        handlers[route.path] = _json_handler(route.endpoint, model)
-    return handlers
-
-
-def _is_subclass(tp: Any, base: type) -> bool:
-    return isinstance(tp, type) and issubclass(tp, base)
-
-
-def _json_handler(endpoint: Callable[..., Any], model: type[BaseModel]) -> JsonHandler:
-    async def handle(raw: bytes) -> Response:
-        response: Response = await endpoint(model.model_validate_json(raw))
-        return response
-
-    return handle
 
 
 async def _start(service: ModelService) -> None:

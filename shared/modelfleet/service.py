@@ -14,12 +14,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from fastapi import APIRouter
-
 from modelfleet.batching import MicroBatcher
 from modelfleet.errors import InvalidRequest, ModelNotReady, PayloadTooLarge
 from modelfleet.gpu import GpuCollector
 from modelfleet.metrics import Metrics
+from modelfleet.routes import Route
 from modelfleet.settings import ModelServiceSettings
 
 log = logging.getLogger("modelfleet.service")
@@ -32,8 +31,6 @@ class ModelService(abc.ABC):
     """Owns one model, its batchers and its metrics; ``start``/``stop`` run in the lifespan."""
 
     name: ClassVar[str]
-    # Serve plain JSON POST routes on the raw-ASGI fast path (modelfleet.asgi.FastRoutes).
-    fast_routes: ClassVar[bool] = False
 
     def __init__(self, settings: ModelServiceSettings) -> None:
         self.settings = settings
@@ -55,8 +52,8 @@ class ModelService(abc.ABC):
         """Run a representative forward pass so the first request is not the slow one."""
 
     @abc.abstractmethod
-    def routes(self) -> APIRouter:
-        """The service's API routes."""
+    def routes(self) -> list[Route]:
+        """The service's route table: its specs from :mod:`modelfleet.api` bound to handlers."""
 
     def model_cards(self) -> list[dict[str, Any]]:
         """Entries of ``GET /v1/models``."""

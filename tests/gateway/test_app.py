@@ -38,5 +38,6 @@ def test_create_app_touches_nothing_until_the_lifespan_runs() -> None:
     t0 = time.monotonic()
     app = create_app(settings)
     assert time.monotonic() - t0 < 0.5
-    paths = {getattr(r, "path", None) for r in app.routes}
+    fastapi_app = app.app.app  # RequestContextMiddleware -> RouteTable -> FastAPI
+    paths = {getattr(r, "path", None) for r in fastapi_app.routes}
     assert {"/v1/chat/completions", "/v1/embeddings", "/v1/fleet", "/ready"} <= paths

@@ -51,7 +51,9 @@ def test_keep_alive_connection_is_reused_and_request_is_well_formed() -> None:
         server, origin = await serve(handler)
         pool = H1Pool(connect_timeout_s=1)
         for _ in range(3):
-            r = await pool.post(origin, b"/v1/x", b'{"a":1}', b"X-Request-ID: r1\r\n", 5)
+            r = await pool.request(
+                origin, b"POST", b"/v1/x", b'{"a":1}', b"X-Request-ID: r1\r\n", 5
+            )
             assert (r.status, r.body) == (200, b"{}")
         assert pool.opened == 1
         pool.close()
@@ -81,7 +83,7 @@ def test_a_keep_alive_connection_closed_by_the_server_is_retried_on_a_fresh_one(
         server, origin = await serve(handler)
         pool = H1Pool(connect_timeout_s=1)
         for _ in range(3):
-            assert (await pool.post(origin, b"/", b"{}", b"", 5)).status == 200
+            assert (await pool.request(origin, b"POST", b"/", b"{}", b"", 5)).status == 200
         assert pool.opened == 3
         pool.close()
         server.close()
@@ -93,7 +95,9 @@ def test_connect_refused_is_a_connect_error() -> None:
     async def main() -> None:
         pool = H1Pool(connect_timeout_s=1)
         with pytest.raises(UpstreamConnectError):
-            await pool.post(Origin.parse(f"http://127.0.0.1:{free_port()}"), b"/", b"", b"", 5)
+            await pool.request(
+                Origin.parse(f"http://127.0.0.1:{free_port()}"), b"POST", b"/", b"", b"", 5
+            )
 
     asyncio.run(main())
 
@@ -111,7 +115,7 @@ def test_no_answer_in_time_is_a_timeout_and_the_connection_is_dropped() -> None:
         pool = H1Pool(connect_timeout_s=1)
         t0 = time.monotonic()
         with pytest.raises(UpstreamTimeout):
-            await pool.post(origin, b"/", b"{}", b"", 0.3)
+            await pool.request(origin, b"POST", b"/", b"{}", b"", 0.3)
         assert 0.25 < time.monotonic() - t0 < 2
         await asyncio.wait_for(gone.wait(), 2)
         assert pool.idle_count() == 0
@@ -131,7 +135,7 @@ def test_connection_lost_mid_body_is_a_disconnect() -> None:
         server, origin = await serve(handler)
         pool = H1Pool(connect_timeout_s=1)
         with pytest.raises(UpstreamDisconnected):
-            await pool.post(origin, b"/", b"{}", b"", 5)
+            await pool.request(origin, b"POST", b"/", b"{}", b"", 5)
         server.close()
 
     asyncio.run(main())
@@ -141,7 +145,7 @@ def test_stream_yields_each_chunk_as_it_arrives(fake_openai: Proc) -> None:
     async def main() -> list[float]:
         pool = H1Pool(connect_timeout_s=1)
         origin = Origin.parse(fake_openai.url)
-        s = await pool.stream(origin, b"/v1/completions", b'{"stream":true}', b"", 5, 5)
+        s = await pool.stream(origin, b"POST", b"/v1/completions", b'{"stream":true}', b"", 5, 5)
         assert s.status == 200
         arrivals = []
         t0 = time.monotonic()
@@ -168,7 +172,7 @@ def test_sweep_forgets_origins_whose_connections_closed_or_expired() -> None:
     async def main() -> None:
         server, origin = await serve(handler)
         pool = H1Pool(connect_timeout_s=1, keepalive_expiry_s=0.05)
-        await pool.post(origin, b"/", b"{}", b"", 5)
+        await pool.request(origin, b"POST", b"/", b"{}", b"", 5)
         assert pool.idle_count() == 1
         await asyncio.sleep(0.1)
         pool.sweep()

@@ -1,0 +1,1 @@
+"""The gateway's pipeline stages, one job each; composed in :mod:`services.gateway.pipeline`."""

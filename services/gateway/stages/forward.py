@@ -1,0 +1,25 @@
+"""Forward: choose a replica of the route's pool and send the request, retrying on another
+replica (see :mod:`services.gateway.upstream`); the last stage of the pipeline."""
+
+from __future__ import annotations
+
+from services.gateway.exchange import STREAM_HEADERS, Exchange, Next, Outcome, Streamed
+from services.gateway.pools import Pool
+from services.gateway.upstream import StreamReply, Upstream
+
+
+class Forward:
+    def __init__(self, pools: dict[str, Pool], upstream: Upstream) -> None:
+        self.pools = pools
+        self.upstream = upstream
+
+    async def __call__(self, ex: Exchange, call_next: Next) -> Outcome:
+        route = ex.route
+        # No route takes query parameters; replicas cache their request targets per path.
+        res = await self.upstream.send(
+            self.pools[route.pool], route.method, route.path, ex.body, ex.request_id,
+            stream=ex.stream,
+        )  # fmt: skip
+        if isinstance(res, StreamReply):
+            return Streamed(res.status, {**res.headers, **STREAM_HEADERS}, res.chunks(), res.aclose)
+        return res

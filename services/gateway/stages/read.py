@@ -1,0 +1,31 @@
+"""Read the body and validate it with the route's request model, the one the services use.
+
+The body is parsed once more into a dict (orjson) for what the later stages act on (``stream``,
+``temperature``, the cache key, a fallback's conversion); it is forwarded byte for byte.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from modelfleet.asgi import read_body
+from modelfleet.errors import InvalidRequest
+from services.gateway.exchange import Exchange, Next, Outcome
+
+
+class ReadBody:
+    def __init__(self, *, max_body_bytes: int) -> None:
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, ex: Exchange, call_next: Next) -> Outcome:
+        model = ex.route.request
+        if model is None:
+            return await call_next(ex)
+        ex.body = await read_body(ex.receive, self.max_body_bytes)
+        model.model_validate_json(ex.body)  # a ValidationError is the services' own 400
+        payload = orjson.loads(ex.body)
+        if not isinstance(payload, dict):  # the models are objects: unreachable, but typed
+            raise InvalidRequest("request body must be a JSON object")
+        ex.payload = payload
+        ex.stream = ex.route.streams and payload.get("stream") is True
+        return await call_next(ex)

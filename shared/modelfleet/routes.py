@@ -1,0 +1,122 @@
+"""A process's route table: each route declared once, served and documented from that entry.
+
+Every :class:`Route` becomes a FastAPI route, so it appears in ``/openapi.json`` with the request
+model of its :class:`~modelfleet.api.RouteSpec`. A route marked ``raw=True`` is, in addition,
+compiled to a raw-ASGI handler that the table serves itself: FastAPI's per-request machinery
+(routing, dependency solving, body parameters) costs several hundred microseconds, which on an
+encoder comes straight out of the cores the forward passes need. The raw handler validates the
+body with the same model (``model_validate_json``) and calls the same handler, so the documented
+route and the served route cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from modelfleet.api import RouteSpec
+from modelfleet.asgi import read_body
+from modelfleet.errors import PayloadTooLarge, exception_response
+
+# (validated body or None, the request) -> the response. The request gives access to the raw
+# bytes (``await request.body()``, already read) and to disconnects.
+Handler = Callable[[Any, Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    spec: RouteSpec
+    handler: Handler
+    raw: bool = False  # serve on the raw-ASGI fast path (see the module docstring)
+    # The raw path's own ASGI handler (the gateway's pipeline); by default the table compiles
+    # one from ``handler`` and the spec's request model.
+    asgi: ASGIApp | None = None
+
+
+def content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+async def read_request_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The body, refused with 413 from its Content-Length alone when that is over ``limit``."""
+    declared = content_length(scope)
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"request body over the {limit}-byte limit")
+    return await read_body(receive, limit)
+
+
+class RouteTable:
+    """Registers ``routes`` on ``app`` and serves the raw ones; everything else goes to ``app``."""
+
+    def __init__(self, app: FastAPI, routes: Sequence[Route], *, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.routes = tuple(routes)
+        self.raw: dict[tuple[str, str], Route] = {}
+        for route in self.routes:
+            spec = route.spec
+            app.add_api_route(
+                spec.path,
+                _endpoint(route),
+                methods=[spec.method],
+                summary=spec.summary,
+                tags=[spec.pool],
+                response_class=Response,
+            )
+            if route.raw:
+                self.raw[(spec.method, spec.path)] = route
+
+    @property
+    def paths(self) -> list[str]:
+        return [r.spec.path for r in self.routes]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.raw.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        if route.asgi is not None:
+            await route.asgi(scope, receive, send)
+            return
+        try:
+            response = await self.serve_raw(route, scope, receive)
+        except ClientDisconnect:
+            return
+        except Exception as exc:
+            response = exception_response(exc)
+        await response(scope, receive, send)
+
+    async def serve_raw(self, route: Route, scope: Scope, receive: Receive) -> Response:
+        model = route.spec.request
+        request = Request(scope, receive)
+        if model is None:
+            return await route.handler(None, request)
+        raw = await read_request_body(scope, receive, self.max_body)
+        request._body = raw  # starlette's cache: request.body() returns it without reading
+        return await route.handler(model.model_validate_json(raw), request)
+
+
+def _endpoint(route: Route) -> Callable[..., Awaitable[Response]]:
+    """The FastAPI endpoint of ``route``: its signature carries the spec's request model."""
+    model = route.spec.request
+    handler = route.handler
+
+    async def endpoint(request: Request, body: Any = None) -> Response:
+        return await handler(body, request)
+
+    params = [inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request)]
+    if model is not None:
+        params.append(inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=model))
+    endpoint.__signature__ = inspect.Signature(params, return_annotation=Response)  # type: ignore[attr-defined]
+    endpoint.__name__ = route.spec.path.strip("/").replace("/", "_") or "root"
+    return endpoint
