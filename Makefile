@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_STAMP := .run/.sysdeps
 PYTEST_ARGS ?=
 
-.PHONY: help install sysdeps run stop test test-slow lint fmt bench eval images helm-lint clean \
+.PHONY: help install sysdeps run stop test test-slow test-fuzz lint fmt bench eval images helm-lint clean \
 	test-toolkit bench-train eval-toolkit tune-compare
 
 help: ## list targets
@@ -49,15 +49,19 @@ stop: ## stop what `make run` started
 	$(BIN)/python -m modelfleet.localfleet stop
 
 test: install sysdeps ## the full default test tier (what CI runs)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not fuzz" $(PYTEST_ARGS)
 
 test-slow: install sysdeps ## the heavier tier (tests marked slow; exit 5 = none marked right now)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
-lint: install ## ruff + mypy
+test-fuzz: install sysdeps ## schemathesis on every process's OpenAPI: no 5xx, no schema mismatch
+	$(BIN)/python -m pytest -m fuzz tests/fuzz $(PYTEST_ARGS)
+
+lint: install ## ruff + mypy + vulture (dead code)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/vulture shared services vulture_allowlist.py --min-confidence 60
 
 fmt: install
 	$(BIN)/ruff format .

@@ -428,20 +428,6 @@ class EmbeddingClassifier:
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [[(names[j], float(p[j])) for j in row] for p, row in zip(probs, order, strict=True)]
 
-    def classify_texts(
-        self,
-        texts: list[str],
-        *,
-        task: str | None = None,
-        labels: Sequence[str] | Mapping[str, str] | None = None,
-        top_k: int | None = None,
-    ) -> list[Ranked]:
-        """Convenience: encode ``texts`` with the classifier's encoder, then :meth:`classify`."""
-        self.check_request(task=task, labels=labels, top_k=top_k)
-        if not texts:
-            return []
-        return self.classify(self._encode_texts(texts), task=task, labels=labels, top_k=top_k)
-
     # -- internals -------------------------------------------------------------------------
 
     @staticmethod

@@ -52,7 +52,6 @@ class Active:
 
 class ClassificationService(ModelService):
     name = "classification"
-    fast_routes = True
     settings: ClassificationSettings
 
     def __init__(self, settings: ClassificationSettings) -> None:

@@ -75,8 +75,10 @@ class ResponseCache:
         ttl_s: int,
         stale_ttl_s: int,
         max_value_bytes: int,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
+        self.clock = clock  # wall time: entries are shared by every gateway replica
         self.enabled = enabled and redis.configured
         self.ttl_s = ttl_s
         self.stale_ttl_s = max(stale_ttl_s, ttl_s)
@@ -91,14 +93,14 @@ class ResponseCache:
         if not isinstance(raw, bytes) or len(raw) < _HEADER or not raw.startswith(_MAGIC):
             return None
         (stored_at,) = _STAMP.unpack_from(raw, len(_MAGIC))
-        age = max(0.0, time.time() - stored_at)
+        age = max(0.0, self.clock() - stored_at)
         return Entry(raw[_HEADER:], age, age < self.ttl_s)
 
     async def put(self, key: str, body: bytes) -> None:
         if len(body) > self.max_value_bytes:
             self.skipped_too_large += 1
             return
-        value = _MAGIC + _STAMP.pack(time.time()) + body
+        value = _MAGIC + _STAMP.pack(self.clock()) + body
         try:
             await self.redis.call(lambda r: r.set(key, value, ex=self.stale_ttl_s))
             self.writes += 1

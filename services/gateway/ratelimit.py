@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 
 import redis.asyncio as redis
 
@@ -30,15 +31,20 @@ def estimate_tokens(body: bytes) -> int:
 
 
 class RateLimiter:
-    def __init__(self, redis: RedisGuard, metrics: GatewayMetrics, *, rpm: int, tpm: int) -> None:
+    def __init__(
+        self,
+        redis: RedisGuard,
+        metrics: GatewayMetrics,
+        *,
+        rpm: int,
+        tpm: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.redis = redis
+        self.clock = clock  # wall time: the windows are shared by every gateway replica
         self.metrics = metrics
         self.rpm = rpm
         self.tpm = tpm
-
-    @property
-    def active(self) -> bool:
-        return bool(self.rpm or self.tpm) and self.redis.configured
 
     def counts_tokens(self) -> bool:
         return bool(self.tpm) and self.redis.configured
@@ -48,7 +54,7 @@ class RateLimiter:
         use_tpm = bool(self.tpm) and prompt_tokens is not None
         if not (self.rpm or use_tpm) or not self.redis.configured:
             return
-        now = time.time()
+        now = self.clock()
         window = int(now // WINDOW_S)
         retry_after = WINDOW_S - (now % WINDOW_S)
         rpm_key = f"mf:rl:{client_id}:r:{window}"
@@ -89,6 +95,6 @@ class RateLimiter:
         """Add the completion tokens of a finished request to its window."""
         if not self.counts_tokens() or tokens <= 0:
             return
-        key = f"mf:rl:{client_id}:t:{int(time.time() // WINDOW_S)}"
+        key = f"mf:rl:{client_id}:t:{int(self.clock() // WINDOW_S)}"
         with contextlib.suppress(RedisDown):
             await self.redis.call(lambda r: r.incrby(key, tokens))

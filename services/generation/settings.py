@@ -17,7 +17,4 @@ class GenerationSettings(DecoderSettings):
         default=160, ge=16, description="max tokens of each partial (map) summary"
     )
     summary_default_tokens: int = Field(default=200, ge=1)
-    summary_repetition_penalty: float = Field(
-        default=1.2, ge=1.0, le=2.0, description="small models loop without it"
-    )
     summary_max_input_chars: int = Field(default=400_000, ge=1)

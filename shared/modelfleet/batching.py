@@ -108,10 +108,6 @@ class MicroBatcher(Generic[T, R]):
     def depth(self) -> int:
         return len(self._pending)
 
-    def run_sync(self, items: list[T]) -> Sequence[R]:
-        """Run ``fn`` directly (warm-up, offline use); bypasses the queue."""
-        return self._fn(items)
-
     async def submit(self, values: Sequence[T], timeout: float | None = None) -> list[R]:
         """Queue ``values`` and wait for their results, in order."""
         if self._closed:

@@ -13,7 +13,6 @@ Every failure a client can see is one of these exceptions, mapped to HTTP in one
     ├── PayloadTooLarge             413 invalid_request_error
     ├── RateLimited                 429 rate_limit_error       (Retry-After)
     │   └── Overloaded              429 rate_limit_error       (queue full / in-flight cap)
-    ├── UpstreamError               502 upstream_error
     ├── ServiceUnavailable          503 service_unavailable    (Retry-After)
     │   └── ModelNotReady           503 service_unavailable
     └── DeadlineExceeded            504 timeout_error
@@ -103,11 +102,6 @@ class RateLimited(FleetError):
 
 class Overloaded(RateLimited):
     default_code = "overloaded"
-
-
-class UpstreamError(FleetError):
-    status_code = 502
-    error_type = "upstream_error"
 
 
 class ServiceUnavailable(FleetError):

@@ -69,7 +69,8 @@ def test_openai_client_lists_every_pool_s_models(client: openai.OpenAI) -> None:
     [
         ("/v1/embeddings", b"{not json", None),
         ("/v1/embeddings", b"[1, 2]", None),
-        ("/v1/chat/completions", b'{"messages": [], "stream": "yes"}', "stream"),
+        # "yes" would be a valid (lax) boolean for the service's model, so for the gateway too.
+        ("/v1/chat/completions", b'{"messages": [], "stream": "maybe"}', "stream"),
         ("/v1/chat/completions", b'{"messages": [], "temperature": "hot"}', "temperature"),
     ],
 )
@@ -160,8 +161,12 @@ def test_operational_routes_docs_and_fleet(gw: Proc) -> None:
     for route in ("/v1/chat/completions", "/v1/completions", "/v1/summarize", "/v1/embeddings",
                   "/v1/similarity", "/v1/classify", "/v1/models", "/v1/fleet"):  # fmt: skip
         assert route in paths
-    schema = paths["/v1/embeddings"]["post"]["requestBody"]["content"]["application/json"]
-    assert "input" in schema["schema"]["properties"]
+    doc = httpx.get(gw.url + "/openapi.json").json()
+    body = paths["/v1/embeddings"]["post"]["requestBody"]["content"]["application/json"]
+    name = body["schema"]["$ref"].rsplit("/", 1)[1]
+    assert name == "EmbeddingRequest"  # the embedding service's own model
+    assert "input" in doc["components"]["schemas"][name]["properties"]
+    assert "get" in paths["/v1/classify/tasks"]
     fleet = httpx.get(gw.url + "/v1/fleet").json()
     emb = fleet["pools"]["embedding"]
     assert emb["healthy"] == 2 and {r["circuit"] for r in emb["replicas"]} == {"closed"}

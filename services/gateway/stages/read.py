@@ -22,10 +22,12 @@ class ReadBody:
         if model is None:
             return await call_next(ex)
         ex.body = await read_body(ex.receive, self.max_body_bytes)
-        model.model_validate_json(ex.body)  # a ValidationError is the services' own 400
+        # A ValidationError is the 400 the service would give; the validated value of `stream`
+        # (a lax boolean, as the service reads it) decides how the answer is relayed.
+        validated = model.model_validate_json(ex.body)
         payload = orjson.loads(ex.body)
         if not isinstance(payload, dict):  # the models are objects: unreachable, but typed
             raise InvalidRequest("request body must be a JSON object")
         ex.payload = payload
-        ex.stream = ex.route.streams and payload.get("stream") is True
+        ex.stream = ex.route.streams and getattr(validated, "stream", None) is True
         return await call_next(ex)

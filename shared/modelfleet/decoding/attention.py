@@ -47,9 +47,6 @@ class SequenceCache:
             setattr(self, name, new)
         self.capacity = capacity
 
-    def nbytes(self) -> int:
-        return int(self.keys.numel() * self.keys.element_size() * 2)
-
 
 @dataclass(slots=True)
 class Segment:
