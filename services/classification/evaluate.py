@@ -33,11 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from services.classification.embedding_classifier import (
-    DEFAULT_TASKS_DIR,
-    EmbeddingClassifier,
-    train_head,
-)
+from services.classification.embedding_classifier import DEFAULT_TASKS_DIR, EmbeddingClassifier
+from services.classification.training import train_head
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO_ROOT / "tests" / "data" / "classification"

@@ -30,6 +30,9 @@ Headers = list[tuple[bytes, bytes]]
 HIGH_WATER = 1 << 20
 LOW_WATER = 1 << 18
 SWEEP_EVERY = 1024
+# A status line and headers larger than this are refused (the connection is dropped): the
+# services' own heads are a few hundred bytes.
+MAX_HEAD_BYTES = 64 << 10
 
 
 class UpstreamConnectError(Exception):
@@ -73,6 +76,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.received_any = False
+        self.head_bytes = 0
         self.status = 0
         self.headers: Headers = []
         self.complete = False
@@ -96,6 +100,12 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(UpstreamDisconnected(f"malformed response: {exc}"))
             self.close()
+            return
+        if not self.status:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._fail(UpstreamDisconnected(f"response head over {MAX_HEAD_BYTES} bytes"))
+                self.close()
 
     def eof_received(self) -> bool:
         return False
@@ -134,6 +144,7 @@ class _Connection(asyncio.Protocol):
             self.received_any = False
             raise UpstreamDisconnected("connection closed before the request was sent")
         self.received_any = False
+        self.head_bytes = 0
         self.status = 0
         self.headers = []
         self.complete = False

@@ -106,7 +106,7 @@ class StreamReply:
         self.stream.aclose()
 
 
-class _Tried(list[Replica]):
+class TriedReplicas(list[Replica]):
     """The replicas one request was sent to, and the last Retry-After one of them gave."""
 
     retry_after: str | None = None
@@ -153,7 +153,7 @@ class Upstream:
         """Send to a replica of ``pool``; :class:`PoolUnavailable` if none could serve."""
         deadline = time.monotonic() + self.request_timeout_s
         extra = b"X-Request-ID: " + request_id.encode("latin-1") + b"\r\n"
-        tried = _Tried()
+        tried = TriedReplicas()
         args = (pool, method.encode(), path, body, extra, stream, tried, deadline)
         # The first attempt runs bare: tenacity costs tens of microseconds a call, and most
         # requests never need it. It takes over for the retries.
@@ -180,7 +180,7 @@ class Upstream:
         body: bytes,
         extra: bytes,
         stream: bool,
-        tried: _Tried,
+        tried: TriedReplicas,
         deadline: float,
     ) -> Reply | StreamReply:
         replica = pool.pick(tried)

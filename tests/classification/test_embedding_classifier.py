@@ -21,13 +21,11 @@ import pytest
 from services.classification.embedding_classifier import (
     DEFAULT_TASKS_DIR,
     EmbeddingClassifier,
-    fit_softmax_regression,
-    fit_temperature,
     label_texts,
     load_tasks,
-    softmax,
 )
 from services.classification.evaluate import DEFAULT_HELDOUT_DIR, load_csv, load_jsonl
+from services.classification.training import fit_softmax_regression, fit_temperature, softmax
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "classification"
 TARGET = 0.85

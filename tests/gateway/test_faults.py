@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import orjson
@@ -18,6 +18,14 @@ from tests.support.procs import Proc, free_port, start_service
 
 CHAT = [{"role": "user", "content": "Say hi."}]
 DEAD = "http://127.0.0.1:{}"
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -54,10 +62,16 @@ def test_killing_one_of_two_replicas_under_load_fails_no_request(
         threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
         for t in threads:
             t.start()
-        time.sleep(1.5)
+        wait_for(lambda: len(results) >= 20, "traffic before the kill")
         before_kill = len(results)
         victim.kill()
-        time.sleep(3)
+
+        def victim_out() -> bool:
+            pool = httpx.get(gw.url + "/v1/fleet").json()["pools"]["embedding"]
+            return not next(r for r in pool["replicas"] if r["url"] == victim.url)["healthy"]
+
+        wait_for(victim_out, "the killed replica leaving the pool")
+        wait_for(lambda: len(results) >= before_kill + 20, "traffic after the kill")
         stop.set()
         for t in threads:
             t.join()
@@ -196,8 +210,8 @@ def test_a_stream_is_never_retried_once_it_started() -> None:
                 for line in r.iter_lines():
                     got.append(line)
         assert [line for line in got if line.startswith("data: {")][:2]
-        time.sleep(0.3)
         # One backend died with the stream; the other never saw the request.
+        wait_for(lambda: not (a.alive() and b.alive()), "the streaming backend to exit")
         assert sorted([a.alive(), b.alive()]) == [False, True]
 
 

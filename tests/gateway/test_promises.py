@@ -114,3 +114,13 @@ def test_an_oversized_content_length_is_refused_before_the_body_is_sent(gw: Proc
     with httpx.Client() as client:  # and the body is the one OpenAI-shaped error
         r = client.post(gw.url + EMB, content=b"x" * 70000, timeout=30)
     assert_openai_error(r, 413)
+
+
+def test_get_routes_of_the_services_pass_through_the_gateway(
+    gw: Proc, classification_proc: Proc
+) -> None:
+    direct = httpx.get(classification_proc.url + "/v1/classify/tasks", timeout=30)
+    through = httpx.get(gw.url + "/v1/classify/tasks", timeout=30)
+    assert through.status_code == 200, through.text
+    assert through.json() == direct.json()
+    assert {t["task"] for t in through.json()["data"]} >= {"sentiment", "intent"}

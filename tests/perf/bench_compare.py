@@ -28,17 +28,20 @@ NO_CACHE = {"Cache-Control": "no-cache, no-store"}
 
 
 @contextmanager
-def process_from(tree: Path, name: str, env: dict[str, str]) -> Iterator[Proc]:
-    """``python -m services.<name>`` from another checkout, on a free port."""
+def process_from(
+    tree: Path, name: str, env: dict[str, str], module: list[str] | None = None
+) -> Iterator[Proc]:
+    """``python -m services.<name>`` (or ``module``) from a checkout, on a free port."""
     prefix = f"MODELFLEET_{name.upper()}_"
     port = free_port()
     full = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{tree}/shared:{tree}"}
     full |= {f"{prefix}HOST": "127.0.0.1", f"{prefix}PORT": str(port)}
     full |= {prefix + k: v for k, v in env.items()}
-    log = LOG_DIR / f"old-{name}-{port}.log"
+    log = LOG_DIR / f"bench-{name}-{port}.log"
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as fh:
-        popen = subprocess.Popen([sys.executable, "-m", f"services.{name}"], cwd=tree, env=full,
+        argv = module or [f"services.{name}"]
+        popen = subprocess.Popen([sys.executable, "-m", *argv], cwd=tree, env=full,
                                  stdout=fh, stderr=subprocess.STDOUT)  # fmt: skip
     proc = Proc(name, popen, port, log)
     try:
