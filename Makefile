@@ -43,10 +43,10 @@ $(APT_STAMP): Makefile
 sysdeps: $(APT_STAMP) ## install redis-server, prometheus, redis exporter, wrk from Debian (first use only)
 
 run: install sysdeps ## start Redis (if none listens), the four services and the gateway on :8080
-	$(BIN)/python -m modelfleet.localfleet start
+	$(BIN)/python -m services.localfleet start
 
 stop: ## stop what `make run` started
-	$(BIN)/python -m modelfleet.localfleet stop
+	$(BIN)/python -m services.localfleet stop
 
 test: install sysdeps ## the full default test tier (what CI runs)
 	$(BIN)/python -m pytest -m "not slow and not fuzz" $(PYTEST_ARGS)

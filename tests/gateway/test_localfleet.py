@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from modelfleet.localfleet import _pools_unhealthy
+from services.localfleet import _pools_unhealthy
 from tests.gateway.conftest import gateway
 from tests.support.procs import Proc, free_port
 

@@ -164,7 +164,7 @@ def stop() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modelfleet.localfleet")
+    parser = argparse.ArgumentParser(prog="python -m services.localfleet")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_start = sub.add_parser("start", help="start Redis (if needed), the services and gateway")
     p_start.add_argument("--timeout", type=float, default=600.0)
