@@ -61,8 +61,10 @@ def gateway_env(backend: str, redis: Proc) -> dict[str, str]:
 def rounds(urls: dict[str, str], bodies: list[str], *, c: int, s: int, n: int,
            headers: dict[str, str] | None = None) -> dict[str, list[dict[str, float]]]:  # fmt: skip
     out: dict[str, list[dict[str, float]]] = {k: [] for k in urls}
-    for _ in range(n):
-        for name, url in urls.items():
+    for i in range(n):
+        # Alternate the order, so no target always runs right after the same other one.
+        order = list(urls.items()) if i % 2 == 0 else list(reversed(urls.items()))
+        for name, url in order:
             out[name].append(wrk_post(url, ROUTE, bodies, connections=c, duration_s=s,
                                       headers=headers))  # fmt: skip
     return out
