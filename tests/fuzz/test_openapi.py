@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import negative_data_rejection, not_a_server_error
 
 from tests.gateway.conftest import gateway
@@ -68,67 +68,22 @@ def _schema(fleet: Fleet, name: str) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_url(fleet[name].url + "/openapi.json")
 
 
-@pytest.fixture(scope="module")
-def embedding_schema(fleet: Fleet) -> schemathesis.BaseSchema:
-    return _schema(fleet, "embedding")
+def fuzz(proc: Proc) -> None:
+    """Every operation of ``proc``'s own OpenAPI document, schemathesis-generated cases."""
+    # schemathesis' pytest plugin (from_fixture/parametrize) breaks on pytest 9, so the cases
+    # come from its hypothesis strategies directly.
+    schema = schemathesis.openapi.from_url(proc.url + "/openapi.json")
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @FUZZ
+        @given(case=operation.as_strategy())
+        def check(case: schemathesis.Case) -> None:
+            case.call_and_validate(base_url=proc.url, checks=CHECKS, timeout=60)
+
+        check()
 
 
-@pytest.fixture(scope="module")
-def classification_schema(fleet: Fleet) -> schemathesis.BaseSchema:
-    return _schema(fleet, "classification")
-
-
-@pytest.fixture(scope="module")
-def llm_schema(fleet: Fleet) -> schemathesis.BaseSchema:
-    return _schema(fleet, "llm")
-
-
-@pytest.fixture(scope="module")
-def generation_schema(fleet: Fleet) -> schemathesis.BaseSchema:
-    return _schema(fleet, "generation")
-
-
-@pytest.fixture(scope="module")
-def gateway_schema(fleet: Fleet) -> schemathesis.BaseSchema:
-    return _schema(fleet, "gateway")
-
-
-def _call(case: schemathesis.Case, proc: Proc) -> None:
-    case.call_and_validate(base_url=proc.url, checks=CHECKS, timeout=60)
-
-
-embedding = schemathesis.pytest.from_fixture("embedding_schema")
-classification = schemathesis.pytest.from_fixture("classification_schema")
-llm = schemathesis.pytest.from_fixture("llm_schema")
-generation = schemathesis.pytest.from_fixture("generation_schema")
-gateway_api = schemathesis.pytest.from_fixture("gateway_schema")
-
-
-@embedding.parametrize()
-@FUZZ
-def test_embedding(case: schemathesis.Case, fleet: Fleet) -> None:
-    _call(case, fleet["embedding"])
-
-
-@classification.parametrize()
-@FUZZ
-def test_classification(case: schemathesis.Case, fleet: Fleet) -> None:
-    _call(case, fleet["classification"])
-
-
-@llm.parametrize()
-@FUZZ
-def test_llm(case: schemathesis.Case, fleet: Fleet) -> None:
-    _call(case, fleet["llm"])
-
-
-@generation.parametrize()
-@FUZZ
-def test_generation(case: schemathesis.Case, fleet: Fleet) -> None:
-    _call(case, fleet["generation"])
-
-
-@gateway_api.parametrize()
-@FUZZ
-def test_gateway(case: schemathesis.Case, fleet: Fleet) -> None:
-    _call(case, fleet["gateway"])
+@pytest.mark.parametrize("name", ["embedding", "classification", "llm", "generation", "gateway"])
+def test_openapi_of(name: str, fleet: Fleet) -> None:
+    fuzz(fleet[name])
