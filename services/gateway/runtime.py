@@ -61,6 +61,7 @@ class GatewayRuntime:
                 failure_threshold=s.circuit_failure_threshold,
                 open_s=s.circuit_open_s,
                 metrics=metrics,
+                health_path=s.pools()[name].health_path,
             )
             for name in POOLS
         }
@@ -101,7 +102,7 @@ class GatewayRuntime:
             Authenticate(self.keys, metrics),
             self.admit,
             ReadBody(max_body_bytes=s.max_body_bytes),
-            Limit(limiter),
+            Limit(limiter, metrics),
             self.cache_lookup,
             FallBack(self.pools, self.upstream, metrics, retry_after_s=retry_after_s),
             Forward(self.pools, self.upstream),

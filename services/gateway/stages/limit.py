@@ -1,6 +1,7 @@
 """Limit: requests and tokens per minute per client (Redis windows shared by every replica).
 
-Before the call the request and its prompt estimate are counted; after it, the completion
+Admitted requests count as demand for their pool (modelfleet_pool_requests_total). Before
+the call the request and its prompt estimate are counted; after it, the completion
 tokens the backend reports (or, for a stream, one per event) are added to the window.
 """
 
@@ -12,17 +13,22 @@ from collections.abc import AsyncIterator, Awaitable
 import orjson
 
 from services.gateway.exchange import X_CACHE, Exchange, Next, Outcome, Reply, Streamed
+from services.gateway.metrics import GatewayMetrics
 from services.gateway.ratelimit import RateLimiter, estimate_tokens
 
 
 class Limit:
-    def __init__(self, limiter: RateLimiter) -> None:
+    def __init__(self, limiter: RateLimiter, metrics: GatewayMetrics) -> None:
         self.limiter = limiter
+        self.metrics = metrics
         self._background: set[asyncio.Task[None]] = set()
 
     async def __call__(self, ex: Exchange, call_next: Next) -> Outcome:
         counts = ex.route.counts_tokens
         await self.limiter.check(ex.client_id, estimate_tokens(ex.body) if counts else None)
+        # Admitted demand per pool, before a replica is chosen: a pool at zero replicas counts
+        # too, so KEDA can wake it on this counter.
+        self.metrics.pool_demand(ex.route.pool)
         outcome = await call_next(ex)
         if not (counts and self.limiter.counts_tokens()):
             return outcome

@@ -26,7 +26,7 @@ def test_requests_per_minute_refuse_past_the_window(redis_proc: Proc) -> None:
         guard = RedisGuard(f"redis://127.0.0.1:{redis_proc.port}/0", GatewayMetrics())
         await guard.start()
         try:
-            stage = Limit(RateLimiter(guard, GatewayMetrics(), rpm=2, tpm=0))
+            stage = Limit(RateLimiter(guard, GatewayMetrics(), rpm=2, tpm=0), GatewayMetrics())
             ex = exchange(EMBEDDINGS)
             ex.client_id = f"test:{uuid.uuid4().hex}"
             nxt = Answer()
@@ -44,7 +44,7 @@ def test_requests_per_minute_refuse_past_the_window(redis_proc: Proc) -> None:
 def test_without_redis_limits_are_open() -> None:
     async def main() -> None:
         guard = RedisGuard("", GatewayMetrics())
-        stage = Limit(RateLimiter(guard, GatewayMetrics(), rpm=1, tpm=1))
+        stage = Limit(RateLimiter(guard, GatewayMetrics(), rpm=1, tpm=1), GatewayMetrics())
         for _ in range(3):
             await stage(exchange(CHAT, b"x" * 400), Answer())
 
