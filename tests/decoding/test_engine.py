@@ -62,9 +62,9 @@ class Recorder(Sampler):
         super().__init__(params, device)
         self.key = -1
 
-    def __call__(self, logits: torch.Tensor) -> int:
+    def draw(self, logits: torch.Tensor) -> int:
         Recorder.rows.setdefault(self.key, []).append(logits.clone())
-        return super().__call__(logits)
+        return super().draw(logits)
 
 
 def record(engine: Engine, prompt: list[int]) -> Generation:

@@ -496,8 +496,8 @@ def section_decoder(res: dict[str, Any], args: argparse.Namespace, llm_dir: Path
             super().__init__(params, device)
             self.key = -1
 
-        def __call__(self, logits: torch.Tensor) -> int:
-            t = super().__call__(logits)
+        def draw(self, logits: torch.Tensor) -> int:
+            t = super().draw(logits)
             rows.setdefault(self.key, []).append(logits.clone())
             toks.setdefault(self.key, []).append(t)
             return t

@@ -47,6 +47,13 @@ class SequenceCache:
             setattr(self, name, new)
         self.capacity = capacity
 
+    def clone(self) -> SequenceCache:
+        """An independent copy (the prompt of a request with ``n`` > 1, forked per choice)."""
+        twin = SequenceCache.__new__(SequenceCache)
+        twin.keys, twin.values = self.keys.clone(), self.values.clone()
+        twin.capacity, twin.length = self.capacity, self.length
+        return twin
+
 
 @dataclass(slots=True)
 class Segment:

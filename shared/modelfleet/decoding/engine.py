@@ -29,15 +29,16 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import torch
 
 from modelfleet.decoding.attention import Segment, SequenceCache, install
+from modelfleet.decoding.handles import Chunk, Completion, Generation, deliver_all
 from modelfleet.decoding.loader import LoadedModel
 from modelfleet.decoding.metrics import EngineObserver
 from modelfleet.decoding.sampling import Sampler, SamplingParams
+from modelfleet.decoding.sequence import SequenceState, draw_tokens, heir_of, take_logprobs
 from modelfleet.decoding.text import IncrementalDetokenizer, StopMatcher
 from modelfleet.devices import cpu_math_is_reproducible
 from modelfleet.errors import (
@@ -52,95 +53,6 @@ from modelfleet.errors import (
 log = logging.getLogger("modelfleet.decoding.engine")
 
 _CACHE_HEADROOM = 256  # decode tokens reserved up front; the cache doubles past that
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """Text produced by one step for one sequence; the last chunk carries ``finish_reason``."""
-
-    text: str
-    completion_tokens: int
-    finish_reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """A finished generation, collected."""
-
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(eq=False, slots=True)
-class _Sequence:
-    prompt: list[int]
-    params: SamplingParams
-    route: str
-    generation: Generation
-    sampler: Sampler
-    detok: IncrementalDetokenizer
-    stops: StopMatcher
-    arrival: float
-    deadline: float
-    cache: SequenceCache | None = None
-    pos: int = 0  # tokens whose keys/values are cached
-    next_token: int = -1  # sampled, not yet fed back
-    generated: int = 0
-    last_token_at: float = 0.0
-    cancelled: bool = False
-    done: bool = False
-    events: list[Chunk] = field(default_factory=list)
-
-    @property
-    def prefilling(self) -> bool:
-        return self.pos < len(self.prompt)
-
-
-class Generation:
-    """The caller's handle on one sequence: an async iterator of :class:`Chunk`."""
-
-    def __init__(self, engine: Engine, prompt_tokens: int, loop: asyncio.AbstractEventLoop) -> None:
-        self._engine = engine
-        self._loop = loop
-        self._queue: asyncio.Queue[Chunk | BaseException] = asyncio.Queue()
-        self._seq: _Sequence | None = None
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = 0
-        self.finish_reason: str | None = None
-
-    def __aiter__(self) -> AsyncIterator[Chunk]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Chunk]:
-        try:
-            while self.finish_reason is None:
-                item = await self._queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                self.completion_tokens = item.completion_tokens
-                if item.finish_reason is not None:
-                    self.finish_reason = item.finish_reason
-                yield item
-        finally:
-            if self.finish_reason is None:
-                self.cancel()
-
-    async def collect(self) -> Completion:
-        """Wait for the whole text."""
-        parts = [chunk.text async for chunk in self]
-        return Completion(
-            "".join(parts), self.finish_reason or "stop", self.prompt_tokens, self.completion_tokens
-        )
-
-    def cancel(self) -> None:
-        """Stop generating (client gone); frees the batch slot at the next step."""
-        if self._seq is not None and not self._seq.done:
-            self._engine._cancel(self._seq)
-
-    def _deliver(self, item: Chunk | BaseException) -> None:
-        self._queue.put_nowait(item)
 
 
 class Engine:
@@ -183,8 +95,8 @@ class Engine:
         )
         install(lm.model)
         self._lock = threading.Condition()
-        self._waiting: collections.deque[_Sequence] = collections.deque()
-        self._running: list[_Sequence] = []
+        self._waiting: collections.deque[SequenceState] = collections.deque()
+        self._running: list[SequenceState] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._seq_seconds = 2.0  # moving average of a sequence's time in the batch (Retry-After)
@@ -203,26 +115,43 @@ class Engine:
 
     def submit(self, prompt: Sequence[int], params: SamplingParams, route: str = "") -> Generation:
         """Queue a sequence; raises at once if it can't fit or the queue is full."""
+        return self.submit_n(prompt, [params], route)[0]
+
+    def submit_n(
+        self, prompt: Sequence[int], params: Sequence[SamplingParams], route: str = ""
+    ) -> list[Generation]:
+        """Queue ``len(params)`` sequences of one prompt that share its prefill (``n`` > 1).
+
+        The first sequence prefills; when its prompt is in the cache the others get a copy of
+        that cache and sample their first token from the same logits row, so the prompt is
+        computed once and every choice still sees exactly what it would have alone.
+        """
         if not prompt:
             raise InvalidRequest("the prompt is empty after tokenisation", param="prompt")
-        if params.max_tokens < 1:
-            raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
-        self.check_lengths(len(prompt), params.max_tokens)
+        for p in params:
+            if p.max_tokens < 1:
+                raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
+            self.check_lengths(len(prompt), p.max_tokens)
         loop = asyncio.get_running_loop()
-        gen = Generation(self, len(prompt), loop)
         now = time.perf_counter()
-        seq = _Sequence(
-            prompt=list(prompt),
-            params=params,
-            route=route,
-            generation=gen,
-            sampler=Sampler(params),  # logits come back to the CPU for sampling
-            detok=IncrementalDetokenizer(self.lm.tokenizer, prompt),
-            stops=StopMatcher(params.stop),
-            arrival=now,
-            deadline=now + self.queue_timeout_s,
-        )
-        gen._seq = seq
+        seqs: list[SequenceState] = []
+        for p in params:
+            gen = Generation(self, len(prompt), loop)
+            seq = SequenceState(
+                prompt=list(prompt),
+                params=p,
+                route=route,
+                generation=gen,
+                sampler=Sampler(p),  # logits come back to the CPU for sampling
+                detok=IncrementalDetokenizer(self.lm.tokenizer, prompt),
+                stops=StopMatcher(p.stop),
+                arrival=now,
+                deadline=now + self.queue_timeout_s,
+            )
+            gen._seq = seq
+            seqs.append(seq)
+        seq = seqs[0]
+        seq.forks = seqs[1:]
         with self._lock:
             if self._stopping or self._thread is None:
                 raise ServiceUnavailable("the decoder is not running", retry_after=5)
@@ -235,9 +164,9 @@ class Engine:
                 )
             self._waiting.append(seq)
             self._lock.notify()
-        return gen
+        return [s.generation for s in seqs]
 
-    def _cancel(self, seq: _Sequence) -> None:
+    def _cancel(self, seq: SequenceState) -> None:
         with self._lock:
             seq.cancelled = True
             self._lock.notify()
@@ -266,7 +195,8 @@ class Engine:
             self._thread = None
         err = ServiceUnavailable("the decoder is shutting down", retry_after=5)
         for seq in [*self._running, *self._waiting]:
-            self._fail(seq, err)
+            for s in [seq, *seq.forks]:
+                self._fail(s, err)
         self._running.clear()
         self._waiting.clear()
 
@@ -285,29 +215,37 @@ class Engine:
                     log.exception("decoding step failed; failing the batch")
                     err = FleetError(f"generation failed: {exc}")
                     for seq in self._running:
-                        self._fail(seq, err)
+                        for s in [seq, *seq.forks]:
+                            self._fail(s, err)
                     self._running.clear()
 
     def _admit(self, now: float) -> int:
         """Retire cancelled sequences, fill free slots; return how many still wait."""
         if any(s.cancelled for s in self._running):
+            kept_running: list[SequenceState] = []
             for s in self._running:
-                if s.cancelled:
-                    s.done = True
-                    s.cache = None
-            self._running = [s for s in self._running if not s.done]
+                heir = heir_of(s) if s.cancelled else s
+                if heir is not None:
+                    kept_running.append(heir)
+            self._running = kept_running
         with self._lock:
             if any(s.cancelled or s.deadline < now for s in self._waiting):
-                kept: collections.deque[_Sequence] = collections.deque()
+                kept: collections.deque[SequenceState] = collections.deque()
                 for s in self._waiting:
-                    if s.cancelled:
-                        continue
                     if s.deadline < now:
-                        self._fail(s, DeadlineExceeded("request waited too long for a slot"))
+                        for f in [s, *s.forks]:
+                            self._fail(f, DeadlineExceeded("request waited too long for a slot"))
                         continue
-                    kept.append(s)
+                    heir = heir_of(s) if s.cancelled else s
+                    if heir is not None:
+                        kept.append(heir)
                 self._waiting = kept
-            while self._waiting and len(self._running) < self.max_batch_size:
+            # A request with n choices takes n slots (its forks join when its prefill ends);
+            # one wider than the whole batch still runs, alone, rather than wait forever.
+            while self._waiting and (
+                not self._running
+                or len(self._running) + 1 + len(self._waiting[0].forks) <= self.max_batch_size
+            ):
                 seq = self._waiting.popleft()
                 self._running.append(seq)
                 if self.observer is not None:
@@ -324,7 +262,7 @@ class Engine:
         ids: list[int] = []
         positions: list[int] = []
         segments: list[Segment] = []
-        samplers: list[tuple[_Sequence, int]] = []  # sequence, row of its last input token
+        samplers: list[tuple[SequenceState, int]] = []  # sequence, row of its last input token
         budget = self.max_step_tokens
         for seq in self._running:
             if not seq.prefilling:
@@ -341,9 +279,18 @@ class Engine:
                 if not seq.prefilling:
                     samplers.append((seq, len(ids) - 1))
         logits = self._forward(ids, positions, segments, [row for _, row in samplers])
-        t = time.perf_counter()
+        entries: list[tuple[SequenceState, int]] = []  # sequence, its row of logits
         for i, (seq, _) in enumerate(samplers):
-            self._advance(seq, seq.sampler(logits[i]), t)
+            entries.append((seq, i))
+            if seq.forks:
+                assert seq.cache is not None
+                for child in seq.forks:
+                    child.cache, child.pos = seq.cache.clone(), seq.pos
+                    entries.append((child, i))
+                    self._running.append(child)
+                seq.forks = []
+        self._sample(logits, entries, time.perf_counter())
+        t = time.perf_counter()
         batch = self._running
         self._running = [s for s in batch if not s.done]
         for s in batch:
@@ -355,7 +302,7 @@ class Engine:
 
     def _schedule(
         self,
-        seq: _Sequence,
+        seq: SequenceState,
         tokens: list[int],
         ids: list[int],
         positions: list[int],
@@ -392,7 +339,16 @@ class Engine:
         logits: torch.Tensor = out.logits[0, : len(rows)].float()
         return logits.cpu() if device != "cpu" else logits
 
-    def _advance(self, seq: _Sequence, token: int, now: float) -> None:
+    def _sample(
+        self, logits: torch.Tensor, entries: list[tuple[SequenceState, int]], now: float
+    ) -> None:
+        if len(entries) != logits.shape[0]:  # forks share their parent's row
+            logits = logits.index_select(0, torch.tensor([i for _, i in entries]))
+        seqs = [s for s, _ in entries]
+        for seq, token in zip(seqs, draw_tokens(logits, seqs, self.lm.eos_token_ids), strict=True):
+            self._advance(seq, token, now)
+
+    def _advance(self, seq: SequenceState, token: int, now: float) -> None:
         seq.generated += 1
         if seq.generated == 1:
             if self.observer is not None:
@@ -401,7 +357,10 @@ class Engine:
             self.observer.next_token(seq.route, now - seq.last_token_at)
         seq.last_token_at = now
         seq.next_token = token
-        if token in self.lm.eos_token_ids and not seq.params.ignore_eos:
+        matcher = seq.sampler.matcher
+        if (token in self.lm.eos_token_ids and not seq.params.ignore_eos) or (
+            matcher is not None and matcher.is_terminated()
+        ):
             self._finish(seq, "stop", seq.stops.flush())
             return
         text, hit = seq.stops.feed(seq.detok.push(token))
@@ -411,21 +370,21 @@ class Engine:
             tail, _ = seq.stops.feed(seq.detok.flush())
             self._finish(seq, "length", text + tail + seq.stops.flush())
         elif text:
-            seq.events.append(Chunk(text, seq.generated))
+            seq.events.append(Chunk(text, seq.generated, None, take_logprobs(seq)))
 
-    def _finish(self, seq: _Sequence, reason: str, text: str) -> None:
+    def _finish(self, seq: SequenceState, reason: str, text: str) -> None:
         seq.done = True
         seq.cache = None
-        seq.events.append(Chunk(text, seq.generated, reason))
+        seq.events.append(Chunk(text, seq.generated, reason, take_logprobs(seq)))
 
-    def _fail(self, seq: _Sequence, err: BaseException) -> None:
+    def _fail(self, seq: SequenceState, err: BaseException) -> None:
         seq.done = True
         seq.cache = None
         gen = seq.generation
         with contextlib.suppress(RuntimeError):  # loop already closed
             gen._loop.call_soon_threadsafe(gen._deliver, err)
 
-    def _flush_events(self, batch: list[_Sequence]) -> None:
+    def _flush_events(self, batch: list[SequenceState]) -> None:
         """Hand this step's chunks to their event loops, one thread-safe call per loop."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Generation, Chunk]]] = {}
         for seq in batch:
@@ -435,9 +394,7 @@ class Engine:
                 seq.events = []
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_deliver_all, items)
+                loop.call_soon_threadsafe(deliver_all, items)
 
 
-def _deliver_all(items: list[tuple[Generation, Chunk]]) -> None:
-    for gen, chunk in items:
-        gen._deliver(chunk)
+__all__ = ["Chunk", "Completion", "Engine", "Generation"]

@@ -1,13 +1,19 @@
-"""Per-sequence sampling: greedy, or temperature / top-k / top-p with a seeded generator.
+"""Sampling: per-sequence state, batched logits processing, then a per-sequence draw.
 
-Each sequence samples from its own logits row with its own ``torch.Generator``, so a seeded
-request draws the same tokens whatever else shares its batch.
+Each step the engine hands :func:`process_batch` the logits rows of every sequence that samples
+and their :class:`Sampler` objects. Penalties, ``logit_bias`` and grammar masks are applied to
+the rows that need them as whole-tensor operations (one gather/stack per kind, no loop over the
+vocabulary), so the work per step does not grow with the number of penalised tokens and stays
+expressible on a GPU. Then each sequence draws from its own row with its own
+``torch.Generator``: a seeded request draws the same tokens whatever else shares its batch.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -23,21 +29,40 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
     repetition_penalty: float = 1.0  # > 1 discourages tokens this sequence already generated
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from every generated token
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
+    logprobs: int | None = None  # None: off; k >= 0: the chosen token's and the k likeliest
+    grammar: Any = None  # an xgrammar CompiledGrammar that constrains the output
     ignore_eos: bool = False  # generate max_tokens whatever the model says (benchmarks)
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0 or self.top_k == 1
 
+    @property
+    def penalised(self) -> bool:
+        return (
+            self.repetition_penalty != 1.0
+            or self.presence_penalty != 0.0
+            or self.frequency_penalty != 0.0
+        )
+
 
 class Sampler:
-    """Draws the next token of one sequence."""
+    """Per-sequence sampling state: the generator, token counts, bias row, grammar matcher."""
 
-    __slots__ = ("_generator", "_seen", "params")
+    __slots__ = ("_generator", "bias", "counts", "matcher", "params")
 
     def __init__(self, params: SamplingParams, device: str = "cpu") -> None:
         self.params = params
-        self._seen: dict[int, None] = {}  # generated token ids, in order (repetition penalty)
+        self.counts: torch.Tensor | None = None  # generated-token counts, built on first use
+        self.bias: torch.Tensor | None = None
+        self.matcher: Any = None
+        if params.grammar is not None:
+            import xgrammar as xgr
+
+            self.matcher = xgr.GrammarMatcher(params.grammar)
         self._generator: torch.Generator | None = None
         if not params.greedy:
             seed = params.seed if params.seed is not None else secrets.randbits(63)
@@ -45,24 +70,31 @@ class Sampler:
             self._generator.manual_seed(seed & (2**63 - 1))
 
     def __call__(self, logits: torch.Tensor) -> int:
-        """``logits``: the 1-D float row of this sequence's next-token scores."""
-        p = self.params
-        if p.repetition_penalty != 1.0 and self._seen:
-            seen = torch.tensor(list(self._seen), device=logits.device)
-            picked = logits[seen]
-            logits = logits.index_copy(
-                0,
-                seen,
-                torch.where(
-                    picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty
-                ),
-            )
-        token = self._draw(logits)
-        if p.repetition_penalty != 1.0:
-            self._seen[token] = None
+        """Process and draw from one 1-D logits row, then record the token (tests, one-offs)."""
+        token = self.draw(process_batch(logits[None], [self])[0])
+        self.accept(token)
         return token
 
-    def _draw(self, logits: torch.Tensor) -> int:
+    def prepare(self, vocab: int, device: torch.device) -> None:
+        """Allocate the per-sequence rows once the vocabulary size is known."""
+        p = self.params
+        if p.penalised and self.counts is None:
+            self.counts = torch.zeros(vocab, dtype=torch.int32, device=device)
+        if p.logit_bias and self.bias is None:
+            bias = torch.zeros(vocab, dtype=torch.float32)
+            ids = torch.tensor([t for t, _ in p.logit_bias], dtype=torch.long)
+            bias[ids] = torch.tensor([b for _, b in p.logit_bias], dtype=torch.float32)
+            self.bias = bias.to(device)
+
+    def accept(self, token: int) -> None:
+        """Record a drawn token (penalty counts, grammar state)."""
+        if self.counts is not None:
+            self.counts[token] += 1
+        if self.matcher is not None:
+            self.matcher.accept_token(token)
+
+    def draw(self, logits: torch.Tensor) -> int:
+        """One token from an already processed 1-D row."""
         p = self.params
         if self._generator is None:
             return int(torch.argmax(logits).item())
@@ -78,3 +110,82 @@ class Sampler:
             scores = scores.index_fill(0, order[drop], float("-inf"))
         probs = torch.softmax(scores, dim=-1)
         return int(torch.multinomial(probs, 1, generator=self._generator).item())
+
+
+def process_batch(logits: torch.Tensor, samplers: Sequence[Sampler]) -> torch.Tensor:
+    """Apply every sampler's penalties, bias and grammar mask to its row of ``logits`` [B, V].
+
+    Rows that need nothing are left untouched (and no copy is made when no row needs anything),
+    so greedy sequences without options see exactly the model's logits.
+    """
+    vocab = logits.shape[-1]
+    pen = [i for i, s in enumerate(samplers) if s.params.penalised]
+    bias = [i for i, s in enumerate(samplers) if s.params.logit_bias]
+    masked = [i for i, s in enumerate(samplers) if s.matcher is not None]
+    if not (pen or bias or masked):
+        return logits
+    logits = logits.clone()
+    for s in samplers:
+        s.prepare(vocab, logits.device)
+    if pen:
+        idx = torch.tensor(pen, device=logits.device)
+        rows = logits.index_select(0, idx)
+        counts = torch.stack([samplers[i].counts for i in pen]).float()  # type: ignore[misc]
+        seen = counts > 0
+        col = torch.tensor(
+            [
+                [samplers[i].params.repetition_penalty for i in pen],
+                [samplers[i].params.presence_penalty for i in pen],
+                [samplers[i].params.frequency_penalty for i in pen],
+            ],
+            device=logits.device,
+        ).unsqueeze(-1)
+        rep, presence, frequency = col[0], col[1], col[2]
+        # HF/vLLM's repetition penalty (divide positive logits, multiply negative ones), then
+        # OpenAI's additive presence and frequency penalties.
+        rows = torch.where(seen, torch.where(rows > 0, rows / rep, rows * rep), rows)
+        rows = rows - presence * seen - frequency * counts
+        logits.index_copy_(0, idx, rows)
+    if bias:
+        idx = torch.tensor(bias, device=logits.device)
+        logits.index_add_(0, idx, torch.stack([samplers[i].bias for i in bias]))  # type: ignore[misc]
+    if masked:
+        import xgrammar as xgr
+
+        bitmask = xgr.allocate_token_bitmask(len(samplers), vocab)
+        for i in masked:
+            samplers[i].matcher.fill_next_token_bitmask(bitmask, i)
+        xgr.apply_token_bitmask_inplace(
+            logits, bitmask.to(logits.device), vocab_size=vocab, indices=masked
+        )
+    return logits
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token's log-probability and the likeliest alternatives at its step."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+def logprobs_batch(
+    logits: torch.Tensor, rows: Sequence[int], tokens: Sequence[int], ks: Sequence[int]
+) -> list[TokenLogprob]:
+    """Log-probabilities of ``tokens`` under the model's own distribution (before penalties,
+    bias, masks and temperature, as vLLM reports them), with the top ``k`` of each row."""
+    idx = torch.tensor(list(rows), device=logits.device)
+    lp = torch.log_softmax(logits.index_select(0, idx).float(), dim=-1)
+    chosen = lp.gather(1, torch.tensor([[t] for t in tokens], device=lp.device))[:, 0].tolist()
+    kmax = max(ks)
+    top_v: list[list[float]] = []
+    top_i: list[list[int]] = []
+    if kmax:
+        top = torch.topk(lp, kmax, dim=-1)
+        top_v, top_i = top.values.tolist(), top.indices.tolist()
+    out = []
+    for j, (tok, k) in enumerate(zip(tokens, ks, strict=True)):
+        alts = tuple(zip(top_i[j][:k], top_v[j][:k], strict=True)) if k else ()
+        out.append(TokenLogprob(tok, chosen[j], alts))
+    return out
