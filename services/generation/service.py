@@ -11,6 +11,7 @@ from starlette.responses import Response
 from modelfleet.api import COMPLETIONS, SUMMARIZE
 from modelfleet.app import json_response
 from modelfleet.decoding.engine import Generation
+from modelfleet.decoding.logprobs import completion_logprobs
 from modelfleet.decoding.openai import SSE_DONE, CompletionRequest, new_id, now, sse, usage
 from modelfleet.decoding.sampling import SamplingParams
 from modelfleet.decoding.service import DecoderService
@@ -52,11 +53,14 @@ class GenerationService(DecoderService):
             prompts = [ids]
         else:
             prompts = [await self.encode_text(str(p)) for p in body.prompt]
-        params = [self.sampling(body, len(p), body.max_tokens) for p in prompts]
+        params = [
+            self.sampling(body, len(p), body.max_tokens, logprobs=body.logprobs) for p in prompts
+        ]
         gens: list[Generation] = []
         try:
+            # Choice index = prompt index * n + choice, as OpenAI numbers them.
             for prompt, p in zip(prompts, params, strict=True):
-                gens.append(self.generate(prompt, p, ROUTE_COMPLETIONS))
+                gens.extend(self.generate_n(prompt, p, ROUTE_COMPLETIONS))
         except BaseException:
             for g in gens:
                 g.cancel()
@@ -64,22 +68,32 @@ class GenerationService(DecoderService):
         return gens
 
     async def _completion_chunks(
-        self, gens: Sequence[Generation], head: dict[str, Any], include_usage: bool
+        self,
+        gens: Sequence[Generation],
+        head: dict[str, Any],
+        include_usage: bool,
+        logprobs: bool,
+        n: int,
     ) -> AsyncIterator[bytes]:
         base = {**head, "object": "text_completion"}
         if include_usage:
             base["usage"] = None
+        offsets = [0] * len(gens)
         async for i, part in merged(gens):
-            if part.text or part.finish_reason:
+            if part.text or part.finish_reason or part.logprobs:
+                lps = None
+                if logprobs:
+                    lps = completion_logprobs(part.logprobs, self.grammars.token_bytes, offsets[i])
+                    offsets[i] += sum(len(t) for t in lps["tokens"])
                 choice = {
                     "text": part.text,
                     "index": i,
-                    "logprobs": None,
+                    "logprobs": lps,
                     "finish_reason": part.finish_reason,
                 }
                 yield sse({**base, "choices": [choice]})
         if include_usage:
-            prompt = sum(g.prompt_tokens for g in gens)
+            prompt = sum(g.prompt_tokens for g in gens[::n])
             completion = sum(g.completion_tokens for g in gens)
             yield sse({**base, "choices": [], "usage": usage(prompt, completion)})
         yield SSE_DONE
@@ -162,7 +176,9 @@ class GenerationService(DecoderService):
                 "system_fingerprint": self.system_fingerprint(),
             }
             if body.stream:
-                chunks = self._completion_chunks(gens, head, body.include_usage())
+                chunks = self._completion_chunks(
+                    gens, head, body.include_usage(), body.logprobs is not None, body.choices()
+                )
                 return sse_response(chunks, gens)
             done = await collect_all(request, gens)
             return json_response(
@@ -173,13 +189,17 @@ class GenerationService(DecoderService):
                         {
                             "text": d.text,
                             "index": i,
-                            "logprobs": None,
+                            "logprobs": None
+                            if body.logprobs is None
+                            else completion_logprobs(d.logprobs, self.grammars.token_bytes),
                             "finish_reason": d.finish_reason,
                         }
                         for i, d in enumerate(done)
                     ],
+                    # Each prompt is counted once, however many choices share it.
                     "usage": usage(
-                        sum(d.prompt_tokens for d in done), sum(d.completion_tokens for d in done)
+                        sum(d.prompt_tokens for d in done[:: body.choices()]),
+                        sum(d.completion_tokens for d in done),
                     ),
                 }
             )

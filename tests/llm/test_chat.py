@@ -160,7 +160,26 @@ def test_seeded_sampling_is_reproducible_in_a_batch(client: openai.OpenAI) -> No
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
         ({"messages": [{"role": "user", "content": 42}]}, "messages.0.content"),
-        ({"messages": [{"role": "user"}]}, "messages.0.content"),
+        ({"messages": [{"role": "user"}]}, "messages.0"),
+        ({"messages": QUESTION, "n": 9}, "n"),
+        ({"messages": QUESTION, "top_logprobs": 21, "logprobs": True}, "top_logprobs"),
+        ({"messages": QUESTION, "logit_bias": {"x": 1}}, "logit_bias"),
+        ({"messages": QUESTION, "logit_bias": {"99999999": 1}}, "logit_bias"),
+        ({"messages": QUESTION, "presence_penalty": 3}, "presence_penalty"),
+        ({"messages": QUESTION, "max_completion_tokens": 10_000}, "max_completion_tokens"),
+        ({"messages": QUESTION, "tool_choice": "required"}, "tool_choice"),
+        ({"messages": QUESTION, "response_format": {"type": "json_schema"}}, "response_format"),
+        (
+            {
+                "messages": QUESTION,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "objectx"}},
+                },
+            },
+            "response_format",
+        ),
+        ({"messages": [{"role": "tool", "content": "42"}]}, "messages.0"),
         ({"messages": QUESTION, "max_tokens": -5}, "max_tokens"),
         ({"messages": QUESTION, "max_tokens": 10_000}, "max_tokens"),
         ({"messages": QUESTION, "temperature": 2.5}, "temperature"),
@@ -181,15 +200,14 @@ def test_bad_input_is_a_400_in_openai_shape(
 def test_unsupported_parameters_are_named(llm_proc: Proc) -> None:
     body = {
         "messages": QUESTION,
-        "n": 2,
-        "tools": [{"type": "function"}],
-        "logprobs": True,
-        "response_format": {"type": "json_object"},
+        "functions": [{"name": "f"}],
+        "modalities": ["text", "audio"],
         "frobnicate": 1,
+        "user": "accepted-and-ignored",
     }
     err = assert_openai_error(httpx.post(f"{llm_proc.url}/v1/chat/completions", json=body), 400)
     assert err["code"] == "unsupported_parameter"
-    for name in ("n=2", "tools", "logprobs", "response_format=json_object", "frobnicate"):
+    for name in ("functions", "modalities", "frobnicate"):
         assert name in str(err["message"])
 
 

@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from modelfleet.decoding.engine import Engine, Generation
+from modelfleet.decoding.grammar import Grammars
 from modelfleet.decoding.loader import LoadedModel, load_causal_lm
 from modelfleet.decoding.metrics import DecoderMetrics
 from modelfleet.decoding.openai import SamplingFields
+from modelfleet.decoding.params import generation_defaults, resolve_max_tokens, sampling_params
 from modelfleet.decoding.sampling import SamplingParams
 from modelfleet.decoding.settings import DecoderSettings
-from modelfleet.errors import ContextLengthExceeded, InvalidRequest, PayloadTooLarge
+from modelfleet.decoding.tools import template_knows_tools, transcript
+from modelfleet.errors import PayloadTooLarge
 from modelfleet.resolve import PACKAGED_LLM, ModelSource, packaged_llm_gguf, resolve
 from modelfleet.service import ModelService
 
@@ -54,6 +57,9 @@ class DecoderService(ModelService):
         self.decoder_metrics = DecoderMetrics(self.metrics)
         self._lm: LoadedModel | None = None
         self._engine: Engine | None = None
+        self._grammars: Grammars | None = None
+        self.generation_defaults: dict[str, float] = {}
+        self.vocab_size = 0
 
     @property
     def engine(self) -> Engine:
@@ -88,6 +94,12 @@ class DecoderService(ModelService):
             queue_timeout_s=s.request_timeout_s,
         )
         engine.start()
+        self.vocab_size = int(lm.model.get_output_embeddings().weight.shape[0])
+        # Tokenizer info for xgrammar takes a couple of seconds: once, at start-up.
+        self._grammars = Grammars(
+            lm.tokenizer, self.vocab_size, sorted(lm.eos_token_ids), s.grammar_cache_size
+        )
+        self.generation_defaults = generation_defaults(lm.model)
         self._lm, self._engine = lm, engine
         self.model_revision = lm.revision
         log.info(
@@ -97,6 +109,7 @@ class DecoderService(ModelService):
                 "device": lm.device,
                 "dtype": str(lm.dtype),
                 "context_window": lm.context_window,
+                "generation_defaults": self.generation_defaults,
             },
         )
 
@@ -131,24 +144,39 @@ class DecoderService(ModelService):
         return await self._tokenize(lambda: list(self.lm.tokenizer.encode(text)), len(text))
 
     async def encode_chat(
-        self, messages: list[dict[str, str]], *, check_chars: bool = True
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        check_chars: bool = True,
+        tools: list[dict[str, Any]] | None = None,
     ) -> list[int]:
-        """Token ids of a conversation through the model's chat template, ready for a reply."""
+        """Token ids of a conversation through the model's chat template, ready for a reply.
+
+        ``tools`` go through the template when it knows tools, else into a system message
+        (:mod:`modelfleet.decoding.tools`).
+        """
+        size = sum(len(m["content"] or "") for m in messages)
         if check_chars:
-            self._check_chars(sum(len(m["content"]) for m in messages), "messages")
+            self._check_chars(size, "messages")
         tok = self.lm.tokenizer
+        native = template_knows_tools(tok)
+        convo = transcript(messages, tools, native)
 
         def run() -> list[int]:
             if getattr(tok, "chat_template", None):
                 ids: Any = tok.apply_chat_template(
-                    messages, add_generation_prompt=True, tokenize=True, return_dict=False
+                    convo,
+                    tools=tools if native else None,
+                    add_generation_prompt=True,
+                    tokenize=True,
+                    return_dict=False,
                 )
                 return list(ids)
             # No template (a base model): a plain transcript the model can continue.
-            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in convo) + "assistant:"
             return list(tok.encode(text))
 
-        return await self._tokenize(run, sum(len(m["content"]) for m in messages))
+        return await self._tokenize(run, size)
 
     async def _tokenize(self, fn: Any, size: int) -> list[int]:
         if size <= _INLINE_TOKENIZE_CHARS:
@@ -157,41 +185,44 @@ class DecoderService(ModelService):
         return await asyncio.to_thread(fn)
 
     def sampling(
-        self, body: SamplingFields, prompt_tokens: int, requested_max: int | None
-    ) -> SamplingParams:
-        """Resolve ``max_tokens`` against the default, the cap and the context window."""
-        s = self.settings
+        self,
+        body: SamplingFields,
+        prompt_tokens: int,
+        requested_max: int | None,
+        *,
+        param: str = "max_tokens",
+        logprobs: int | None = None,
+        grammar: Any = None,
+    ) -> list[SamplingParams]:
+        """One :class:`SamplingParams` per choice, every limit checked (see ``params``)."""
         window = self.engine.context_window
-        if requested_max is None:
-            max_tokens = min(s.default_max_tokens, s.max_tokens_cap, window - prompt_tokens)
-            if max_tokens < 1:
-                raise ContextLengthExceeded(
-                    f"the prompt has {prompt_tokens} tokens, which leaves no room in this "
-                    f"model's {window}-token context window",
-                    param="messages",
-                )
-        elif requested_max > s.max_tokens_cap:
-            raise InvalidRequest(
-                f"max_tokens={requested_max} is over this server's limit of {s.max_tokens_cap}",
-                param="max_tokens",
-            )
-        else:
-            max_tokens = requested_max
+        max_tokens = resolve_max_tokens(self.settings, window, prompt_tokens, requested_max, param)
         self.engine.check_lengths(prompt_tokens, max_tokens)
-        return SamplingParams(
+        return sampling_params(
+            body,
             max_tokens=max_tokens,
-            temperature=1.0 if body.temperature is None else body.temperature,
-            top_p=1.0 if body.top_p is None else body.top_p,
-            top_k=body.top_k or 0,
-            seed=body.seed,
-            stop=body.stops(),
-            repetition_penalty=body.repetition_penalty or 1.0,
-            ignore_eos=body.ignore_eos,
+            defaults=self.generation_defaults,
+            vocab=self.vocab_size,
+            settings=self.settings,
+            logprobs=logprobs,
+            grammar=grammar,
         )
+
+    @property
+    def grammars(self) -> Grammars:
+        self.ensure_ready()
+        assert self._grammars is not None
+        return self._grammars
 
     def generate(self, prompt: list[int], params: SamplingParams, route: str) -> Generation:
         """Queue one sequence (raises 429 when the queue is full)."""
         return self.engine.submit(prompt, params, route)
+
+    def generate_n(
+        self, prompt: list[int], params: list[SamplingParams], route: str
+    ) -> list[Generation]:
+        """Queue the choices of one prompt; they share its prefill."""
+        return self.engine.submit_n(prompt, params, route)
 
     def system_fingerprint(self) -> str:
         return f"modelfleet-{self.model_revision.removeprefix('sha256:')[:12]}"

@@ -22,6 +22,11 @@ class DecoderSettings(ModelServiceSettings):
     prefill_chunk: int = Field(default=256, ge=16, description="prompt tokens per prefill chunk")
     default_max_tokens: int = Field(default=256, ge=1, description="when a request names none")
     max_tokens_cap: int = Field(default=2048, ge=1, description="largest max_tokens accepted")
+    max_n: int = Field(default=8, ge=1, le=128, description="largest n (choices per prompt)")
+    max_logit_bias: int = Field(default=300, ge=0, description="most logit_bias entries")
+    grammar_cache_size: int = Field(
+        default=256, ge=1, description="compiled JSON-schema / tool grammars kept"
+    )
     context_window: int = Field(default=0, ge=0, description="0 = the model's own")
     batch_invariant: bool = Field(
         default=True,
