@@ -79,7 +79,8 @@ class LlmService(DecoderService):
                 param="response_format",
             )
         if tools:
-            grammar = await self.grammars.tool_calls(tools, choice, "tools")
+            parallel = body.parallel_tool_calls is not False
+            grammar = await self.grammars.tool_calls(tools, choice, parallel, "tools")
         elif fmt == "json_object":
             grammar = await self.grammars.json_schema(None, "response_format")
         elif fmt == "json_schema":

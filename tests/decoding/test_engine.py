@@ -156,3 +156,30 @@ def test_stop_string_and_finish_reasons(engine: Engine, lm: LoadedModel) -> None
     assert " 8" in free.text
     assert stopped.finish_reason == "stop"
     assert stopped.text == free.text[: free.text.index(" 8")]
+
+
+def test_n_choices_share_one_prefill_and_outlive_a_cancelled_first(
+    engine: Engine, prompts: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fed: list[int] = []
+    forward = engine._forward
+
+    def counting(ids: list[int], *args: Any) -> torch.Tensor:
+        fed.append(len(ids))
+        return forward(ids, *args)
+
+    monkeypatch.setattr(engine, "_forward", counting)
+    long = prompts[3]
+
+    async def main() -> None:
+        alone = await engine.submit(long, GREEDY).collect()
+        fed.clear()
+        outs = await asyncio.gather(*(g.collect() for g in engine.submit_n(long, [GREEDY] * 3)))
+        assert [o.text for o in outs] == [alone.text] * 3
+        assert sum(fed) < 2 * len(long)  # the prompt went through the model once
+        # The first choice leaves mid-prefill: another takes over its cache and finishes.
+        first, second = engine.submit_n(long, [GREEDY] * 2)
+        first.cancel()
+        assert (await second.collect()).text == alone.text
+
+    asyncio.run(main())

@@ -54,9 +54,12 @@ class Grammars:
         spec = {"type": "object"} if schema is None else schema
         return await self._get(("schema", spec), param)
 
-    async def tool_calls(self, tools: list[dict[str, Any]], choice: Any, param: str) -> Any:
+    async def tool_calls(
+        self, tools: list[dict[str, Any]], choice: Any, parallel: bool, param: str
+    ) -> Any:
         """A grammar for text and/or tool calls whose arguments match each function's schema."""
-        return await self._get(("tools", {"tools": tools, "choice": choice}), param)
+        spec = {"tools": tools, "choice": choice, "parallel": parallel}
+        return await self._get(("tools", spec), param)
 
     async def _get(self, key: tuple[str, Any], param: str) -> Any:
         canonical = key[0] + orjson.dumps(key[1], option=orjson.OPT_SORT_KEYS).decode()
@@ -89,6 +92,7 @@ class Grammars:
                 tool_choice=spec["choice"],
                 reasoning="disabled",
                 max_whitespace_cnt=2,
+                parallel_tool_calls=spec["parallel"],
             )
             return self._compiler.compile_structural_tag(tag)
         except Exception as exc:  # xgrammar raises RuntimeError/ValueError on bad schemas
