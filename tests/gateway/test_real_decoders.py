@@ -77,3 +77,50 @@ def test_completions_are_served_by_the_real_llm_service_when_generation_is_down(
         assert r.headers["x-fleet-degraded"] == "generation-unavailable; served-by=llm"
         body = r.json()
         assert body["object"] == "text_completion" and body["choices"][0]["text"]
+
+
+def test_openai_parameters_pass_through_the_gateway(
+    llm_proc: Proc, generation_proc: Proc, redis_proc: Proc
+) -> None:
+    """n, logprobs, penalties, logit_bias, seed, stops, json_schema, tools, usage in streams."""
+    import json
+
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "parameters": {
+                "type": "object",
+                "properties": {"q": {"type": "string", "maxLength": 10}},
+                "required": ["q"],
+            },
+        },
+    }
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    with gateway({"llm": llm_proc.url, "generation": generation_proc.url}, redis_proc) as gw:
+        client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
+        r = client.chat.completions.create(
+            model="m", messages=CHAT, max_completion_tokens=6, temperature=0.7, seed=5, n=2,
+            logprobs=True, top_logprobs=2, presence_penalty=0.5, frequency_penalty=0.5,
+            logit_bias={"0": -100}, stop=["\n\n", "###"], user="u",
+        )  # fmt: skip
+        assert len(r.choices) == 2 and r.choices[1].logprobs and r.choices[1].logprobs.content
+        js = client.chat.completions.create(
+            model="m", messages=CHAT, max_tokens=20, temperature=0,
+            response_format={"type": "json_schema", "json_schema": {"name": "o", "schema": schema}},
+        )  # fmt: skip
+        assert isinstance(json.loads(js.choices[0].message.content or ""), dict)
+        call = client.chat.completions.create(
+            model="m", messages=CHAT, max_tokens=40, temperature=0, tools=[tool],  # type: ignore[list-item]
+            tool_choice={"type": "function", "function": {"name": "lookup"}},
+        )  # fmt: skip
+        assert call.choices[0].message.tool_calls
+        stream = client.chat.completions.create(
+            model="m", messages=CHAT, max_tokens=40, temperature=0, tools=[tool],  # type: ignore[list-item]
+            tool_choice="required", stream=True, stream_options={"include_usage": True},
+        )  # fmt: skip
+        chunks = list(stream)
+        assert any(c.choices and c.choices[0].delta.tool_calls for c in chunks)
+        assert chunks[-1].usage is not None
+        text = client.completions.create(model="m", prompt="0", n=2, logprobs=1)
+        assert len(text.choices) == 2 and text.usage and text.usage.completion_tokens <= 32

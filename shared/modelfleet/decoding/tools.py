@@ -41,9 +41,11 @@ def call_text(name: str, arguments: Any) -> str:
 def transcript(
     messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, native: bool
 ) -> list[dict[str, Any]]:
-    """Messages for a template without tool support: tools, calls and results as text."""
+    """Messages for the chat template: as they are for a template that knows tools (with
+    call arguments as objects, which those templates serialise themselves), else with tools,
+    calls and results written out as text."""
     if native:
-        return messages
+        return [_with_object_arguments(m) for m in messages]
     out: list[dict[str, Any]] = []
     for m in messages:
         if m["role"] == "assistant" and m.get("tool_calls"):
@@ -67,6 +69,19 @@ def transcript(
         else:
             out.insert(0, {"role": "system", "content": system})
     return out
+
+
+def _with_object_arguments(message: dict[str, Any]) -> dict[str, Any]:
+    if not message.get("tool_calls"):
+        return message
+    calls = []
+    for c in message["tool_calls"]:
+        try:
+            args = orjson.loads(c["function"]["arguments"])
+        except orjson.JSONDecodeError:
+            args = c["function"]["arguments"]
+        calls.append({**c, "function": {**c["function"], "arguments": args}})
+    return {**message, "tool_calls": calls}
 
 
 def _parse_call(block: str) -> dict[str, Any] | None:
