@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from modelfleet.api import COMPLETIONS, SUMMARIZE
 from modelfleet.app import json_response
-from modelfleet.decoding.engine import Generation
+from modelfleet.decoding.handles import Generation
 from modelfleet.decoding.logprobs import completion_logprobs
 from modelfleet.decoding.openai import SSE_DONE, CompletionRequest, new_id, now, sse, usage
 from modelfleet.decoding.sampling import SamplingParams

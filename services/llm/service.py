@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from modelfleet.api import CHAT
 from modelfleet.app import json_response
-from modelfleet.decoding.engine import Generation
+from modelfleet.decoding.handles import Generation
 from modelfleet.decoding.logprobs import chat_logprobs
 from modelfleet.decoding.openai import (
     SSE_DONE,

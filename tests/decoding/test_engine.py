@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import modelfleet.decoding.engine as engine_mod
-from modelfleet.decoding.engine import Engine, Generation
+from modelfleet.decoding.engine import Engine
+from modelfleet.decoding.handles import Generation
 from modelfleet.decoding.loader import LoadedModel, load_causal_lm
 from modelfleet.decoding.sampling import Sampler, SamplingParams
 from modelfleet.decoding.settings import DecoderSettings

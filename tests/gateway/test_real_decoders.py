@@ -117,7 +117,8 @@ def test_openai_parameters_pass_through_the_gateway(
         assert call.choices[0].message.tool_calls
         stream = client.chat.completions.create(
             model="m", messages=CHAT, max_tokens=40, temperature=0, tools=[tool],  # type: ignore[list-item]
-            tool_choice="required", stream=True, stream_options={"include_usage": True},
+            tool_choice="required", parallel_tool_calls=False, stream=True,
+            stream_options={"include_usage": True},
         )  # fmt: skip
         chunks = list(stream)
         assert any(c.choices and c.choices[0].delta.tool_calls for c in chunks)

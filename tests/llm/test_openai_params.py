@@ -214,7 +214,13 @@ def test_tool_choice_named_required_auto_none(client: openai.OpenAI) -> None:
     (call,) = choice.message.tool_calls
     _validate_call(call, TIME)
     r = create(
-        client, messages=CITY, tools=[WEATHER], tool_choice="required", temperature=0, max_tokens=60
+        client,
+        messages=CITY,
+        tools=[WEATHER],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_tokens=60,
     )
     assert r.choices[0].finish_reason == "tool_calls"
     _validate_call(r.choices[0].message.tool_calls[0], WEATHER)
@@ -232,6 +238,7 @@ def test_tool_call_deltas_stream_and_tool_results_are_accepted_back(client: open
         "messages": CITY,
         "tools": [WEATHER],
         "tool_choice": "required",
+        "parallel_tool_calls": False,
         "temperature": 0,
         "max_tokens": 60,
     }

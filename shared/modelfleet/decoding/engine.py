@@ -7,8 +7,11 @@ One background thread owns the model. Each iteration ("step") it
    prefilling prompt (within a token budget) into a single row, runs one forward pass with
    ragged attention (:mod:`modelfleet.decoding.attention`) and computes logits only for the
    rows that end a sequence's input;
-3. samples each sequence's next token, turns it into text, checks EOS / stop strings /
-   ``max_tokens``, and hands the step's text to the asyncio side in one thread-safe call.
+3. applies penalties, biases and grammar masks to the rows that ask for them (batched, in
+   :mod:`modelfleet.decoding.sampling`), samples each sequence's next token, turns it into
+   text, checks EOS / grammar end / stop strings / ``max_tokens``, and hands the step's text
+   (and logprobs) to the asyncio side in one thread-safe call. A request's ``n`` choices
+   prefill once and fork the prompt's cache when its first token is sampled.
 
 Sequences therefore join and leave the batch at token boundaries. A sequence's result does not
 depend on its batch: attention is per sequence, prefill chunk boundaries depend only on the
@@ -34,7 +37,7 @@ from collections.abc import Sequence
 import torch
 
 from modelfleet.decoding.attention import Segment, SequenceCache, install
-from modelfleet.decoding.handles import Chunk, Completion, Generation, deliver_all
+from modelfleet.decoding.handles import Chunk, Generation, deliver_all
 from modelfleet.decoding.loader import LoadedModel
 from modelfleet.decoding.metrics import EngineObserver
 from modelfleet.decoding.sampling import Sampler, SamplingParams
@@ -395,6 +398,3 @@ class Engine:
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(deliver_all, items)
-
-
-__all__ = ["Chunk", "Completion", "Engine", "Generation"]

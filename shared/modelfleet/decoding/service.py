@@ -12,8 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from modelfleet.decoding.engine import Engine, Generation
+from modelfleet.decoding.engine import Engine
 from modelfleet.decoding.grammar import Grammars
+from modelfleet.decoding.handles import Generation
 from modelfleet.decoding.loader import LoadedModel, load_causal_lm
 from modelfleet.decoding.metrics import DecoderMetrics
 from modelfleet.decoding.openai import SamplingFields

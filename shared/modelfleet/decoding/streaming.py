@@ -11,7 +11,7 @@ from typing import TypeVar
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from modelfleet.decoding.engine import Chunk, Completion, Generation
+from modelfleet.decoding.handles import Chunk, Completion, Generation
 from modelfleet.decoding.openai import SSE_DONE, sse
 from modelfleet.errors import FleetError, error_body
 
