@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from modelfleet.devices import reproducible_cpu_math
 from modelfleet.errors import FleetError, ModelNotReady, error_response, install_error_handlers
 from modelfleet.logs import configure_logging
+from modelfleet.memory import tune_allocator
 from modelfleet.metrics import CONTENT_TYPE
 from modelfleet.middleware import RequestContextMiddleware
 from modelfleet.routes import RouteTable
@@ -128,6 +129,7 @@ async def _start(service: ModelService) -> None:
 
 def run_server(app: ASGIApp, settings: ServiceSettings, graceful_s: float = 30.0) -> None:
     """Serve ``app`` with uvicorn on uvloop/httptools, logs already configured."""
+    tune_allocator(settings.malloc_mmap_threshold, settings.malloc_arena_max)
     uvicorn.run(
         app,
         host=settings.host,

@@ -36,6 +36,15 @@ class ServiceSettings(BaseSettings):
         description="after SIGTERM, seconds in-flight requests get to finish before the process "
         "exits; the chart derives it from one drain value with the pod's grace period",
     )
+    # See modelfleet.memory: without these an encoder's RSS grows for as long as it serves.
+    malloc_mmap_threshold: int = Field(
+        default=128 << 10,
+        ge=0,
+        description="glibc mmap threshold in bytes, fixed (no dynamic rise); 0 = glibc default",
+    )
+    malloc_arena_max: int = Field(
+        default=2, ge=0, le=1024, description="glibc malloc arenas at most; 0 = glibc default"
+    )
 
 
 class ModelServiceSettings(ServiceSettings):

@@ -22,6 +22,7 @@ from services.gateway.fallback import FALLBACKS, convert_sse
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.pools import Pool
 from services.gateway.upstream import PoolUnavailable, StreamReply, Upstream
+from services.gateway.sse_guard import guard_sse
 
 log = logging.getLogger("modelfleet.gateway.fallback")
 
@@ -62,7 +63,7 @@ class FallBack:
                 if isinstance(res, StreamReply):
                     chunks = res.chunks()
                     if res.status == 200:
-                        chunks = convert_sse(chunks, fb.chunk())
+                        chunks = guard_sse(convert_sse(chunks, fb.chunk()), fb.pool)
                     headers = {**res.headers, **STREAM_HEADERS, DEGRADED: reason}
                     return Streamed(res.status, headers, chunks, res.aclose)
                 out = res.body

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from services.gateway.exchange import STREAM_HEADERS, Exchange, Next, Outcome, Streamed
 from services.gateway.pools import Pool
+from services.gateway.sse_guard import guard_sse
 from services.gateway.upstream import StreamReply, Upstream
 
 
@@ -21,5 +22,9 @@ class Forward:
             stream=ex.stream,
         )  # fmt: skip
         if isinstance(res, StreamReply):
-            return Streamed(res.status, {**res.headers, **STREAM_HEADERS}, res.chunks(), res.aclose)
+            chunks = res.chunks()
+            if res.status == 200:
+                # SSE: a replica dying mid-way ends the stream with an error event + [DONE].
+                chunks = guard_sse(chunks, route.pool)
+            return Streamed(res.status, {**res.headers, **STREAM_HEADERS}, chunks, res.aclose)
         return res
