@@ -201,8 +201,8 @@ def test_a_stream_is_never_retried_once_it_started() -> None:
     with fake("die-mid-stream") as a, fake("die-mid-stream") as b:
         with gateway({"llm": [a.url, b.url]}) as gw:
             got = []
-            with httpx.stream("POST", gw.url + "/v1/chat/completions",
-                              json={"messages": CHAT, "stream": True}, timeout=10) as r:  # fmt: skip
+            body = {"messages": CHAT, "stream": True}
+            with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, timeout=10) as r:
                 assert r.status_code == 200
                 for line in r.iter_lines():
                     got.append(line)

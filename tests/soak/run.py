@@ -92,7 +92,7 @@ def soak(duration_s: float, max_growth: float) -> dict[str, Any]:
         "memory": memory,
         "rss_samples": {
             n: [[round(t, 1), round(v, 1)] for t, v in s] for n, s in rss.samples.items()
-        },  # fmt: skip
+        },
         "redis": redis_state,
         "failures": failures,
         "passed": not failures,

@@ -18,12 +18,13 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-WORDS = (
+_WORD_TEXT = (
     "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
     "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu the a model "
     "serves embedding vector kubernetes replica gateway cache token batch latency memory great "
     "terrible service delayed refund lovely weather river mountain quickly slowly report"
-).split()
+)
+WORDS = tuple(_WORD_TEXT.split())
 
 
 @dataclass(frozen=True)
