@@ -215,7 +215,13 @@ class Upstream:
             if stream:
                 handed_over = True
                 return StreamReply(pool, replica, s, started)
-            replica.breaker.record_success()
+            if status >= 500:
+                # Relayed as it is (the request may be what failed), but a replica that fails
+                # everything must stop getting traffic: it counts against its circuit.
+                replica.breaker.record_failure()
+                replica.last_error = f"HTTP {status}"
+            else:
+                replica.breaker.record_success()
             return Reply(status, r.body, pass_headers(headers), replica.url)
         except (UpstreamConnectError, UpstreamDisconnected) as exc:
             replica.breaker.record_failure()

@@ -21,6 +21,7 @@ pages per large tensor.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import logging
@@ -66,3 +67,24 @@ def tune_allocator(mmap_threshold: int, arena_max: int) -> dict[str, int]:
         applied["arena_max"] = arena_max
     log.debug("allocator settings", extra=applied)
     return applied
+
+
+def release_free_memory() -> bool:
+    """Return the free pages inside every arena to the OS (``malloc_trim(0)``); False off glibc.
+
+    Since glibc 2.8 this releases whole free pages anywhere in a heap, not only at its top, so
+    the holes that activations of changing shapes leave stop counting as resident memory.
+    """
+    libc = _libc()
+    if libc is None or not hasattr(libc, "malloc_trim"):
+        return False
+    return bool(libc.malloc_trim(0))
+
+
+async def trim_periodically(interval_s: float) -> None:
+    """Call :func:`release_free_memory` every ``interval_s`` seconds, off the event loop."""
+    if interval_s <= 0 or _libc() is None:
+        return
+    while True:
+        await asyncio.sleep(interval_s)
+        await asyncio.to_thread(release_free_memory)

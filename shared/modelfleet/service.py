@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar
 from modelfleet.batching import MicroBatcher
 from modelfleet.errors import InvalidRequest, ModelNotReady, PayloadTooLarge
 from modelfleet.gpu import GpuCollector
+from modelfleet.memory import trim_periodically
 from modelfleet.metrics import Metrics
 from modelfleet.routes import Route
 from modelfleet.settings import ModelServiceSettings
@@ -41,6 +42,7 @@ class ModelService(abc.ABC):
         self.model_id = "unloaded"
         self.model_revision = "unknown"
         self.created = int(time.time())
+        self._trimmer: asyncio.Task[None] | None = None
         self._batchers: list[MicroBatcher[Any, Any]] = []
 
     # -- what subclasses implement -------------------------------------------------------
@@ -148,6 +150,9 @@ class ModelService(abc.ABC):
         await asyncio.to_thread(self.warmup)
         for b in self._batchers:
             b.start()
+        self._trimmer = asyncio.create_task(
+            trim_periodically(self.settings.malloc_trim_interval_s), name="malloc-trim"
+        )
         elapsed = time.perf_counter() - t0
         self.metrics.model_load.labels(self.name, self.model_id).set(elapsed)
         self.metrics.model_info.labels(self.name, self.model_id, self.model_revision).set(1)
@@ -156,6 +161,8 @@ class ModelService(abc.ABC):
 
     async def stop(self) -> None:
         self.ready = False
+        if self._trimmer is not None:
+            self._trimmer.cancel()
         for b in self._batchers:
             await b.close()
         await self.on_stop()

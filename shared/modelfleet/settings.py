@@ -38,7 +38,7 @@ class ServiceSettings(BaseSettings):
     )
     # See modelfleet.memory: without these an encoder's RSS grows for as long as it serves.
     malloc_mmap_threshold: int = Field(
-        default=128 << 10,
+        default=0,
         ge=0,
         description="glibc mmap threshold in bytes, fixed (no dynamic rise); 0 = glibc default",
     )
@@ -65,6 +65,11 @@ class ModelServiceSettings(ServiceSettings):
     request_timeout_s: float = Field(default=30.0, gt=0)
     max_input_items: int = Field(default=256, ge=1)
     max_input_chars: int = Field(default=100_000, ge=1)
+    malloc_trim_interval_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="seconds between returns of free heap pages to the OS (malloc_trim); 0 = never",
+    )
     torch_threads: int = Field(
         default=0, ge=0, description="CPU threads the model uses in all; 0 = torch's default"
     )
