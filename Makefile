@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 APT_STAMP := .run/.sysdeps
 PYTEST_ARGS ?=
 
-.PHONY: help install sysdeps run stop test test-slow test-fuzz lint fmt bench eval images helm-lint clean \
-	test-toolkit bench-train eval-toolkit tune-compare
+.PHONY: help install sysdeps run stop test test-slow test-fuzz test-chaos soak bench-fleet lint fmt bench eval \
+	images helm-lint clean test-toolkit bench-train eval-toolkit tune-compare
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -49,13 +49,24 @@ stop: ## stop what `make run` started
 	$(BIN)/python -m services.localfleet stop
 
 test: install sysdeps ## the full default test tier (what CI runs)
-	$(BIN)/python -m pytest -m "not slow and not fuzz" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not fuzz and not chaos" $(PYTEST_ARGS)
 
 test-slow: install sysdeps ## the heavier tier (tests marked slow; exit 5 = none marked right now)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-fuzz: install sysdeps ## schemathesis on every process's OpenAPI: no 5xx, no schema mismatch
 	$(BIN)/python -m pytest -m fuzz tests/fuzz $(PYTEST_ARGS)
+
+test-chaos: install sysdeps ## fault injection (tests/chaos); CHAOS_REDIS_OUTAGE_S=60 by default
+	$(BIN)/python -m pytest tests/chaos -m chaos $(PYTEST_ARGS)
+
+SOAK_SECONDS ?= 600
+soak: install sysdeps ## mixed load through the gateway for SOAK_SECONDS; fails on RSS growth > 5 % or any error
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python -m tests.soak.run
+
+FLEET_REPORT_DIR ?= .run/fleet-report
+bench-fleet: install sysdeps ## fleet report: mixed load at rising concurrency -> Markdown + PNG + JSON in FLEET_REPORT_DIR
+	$(BIN)/python -m tests.perf.report --out $(FLEET_REPORT_DIR)
 
 lint: install ## ruff + mypy + vulture (dead code)
 	$(BIN)/ruff check .

@@ -26,8 +26,16 @@ class _LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
 
     def close(self) -> None:
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.call(cancel_all())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        self.loop.close()
 
 
 class LatencyProxy:
@@ -66,7 +74,7 @@ class LatencyProxy:
 
     def close(self) -> None:
         if self._server is not None:
-            self._server.close()
+            self._lt.loop.call_soon_threadsafe(self._server.close)
         self._lt.close()
 
 
@@ -114,7 +122,7 @@ class GarbageBackend:
 
     def close(self) -> None:
         if self._server is not None:
-            self._server.close()
+            self._lt.loop.call_soon_threadsafe(self._server.close)
         self._lt.close()
 
 

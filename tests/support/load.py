@@ -47,9 +47,9 @@ def mix(scale: int = 1) -> list[Route]:
               '\'{"input": "\' .. text .. \'", "task": "sentiment"}\'', (3, 40), 2 * scale),
         Route("chat", "/v1/chat/completions",
               '\'{"messages": [{"role": "user", "content": "\' .. text .. \'"}], '
-              '"max_tokens": 8, "temperature": 0}\'', (3, 16), 1 * scale),
+              '"max_tokens": 4, "temperature": 0}\'', (3, 16), 1 * scale),
         Route("completions", "/v1/completions",
-              '\'{"prompt": "\' .. text .. \'", "max_tokens": 8, "temperature": 0}\'', (3, 16),
+              '\'{"prompt": "\' .. text .. \'", "max_tokens": 4, "temperature": 0}\'', (3, 16),
               1 * scale),
         Route("summarize", "/v1/summarize",
               '\'{"input": "\' .. text .. \'", "max_tokens": 8}\'', (30, 90), 1 * scale),
@@ -144,7 +144,7 @@ class WrkRun:
         connections: int | None = None,
         repeat_share: float = 0.25,
         headers: dict[str, str] | None = None,
-        timeout_s: int = 60,
+        timeout_s: int = 120,
     ) -> None:
         wrk = shutil.which("wrk")
         if wrk is None:
