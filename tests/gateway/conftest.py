@@ -28,6 +28,7 @@ def start_gateway(
     pools: Mapping[str, str | Sequence[str]],
     redis: Proc | None = None,
     env: Mapping[str, str] | None = None,
+    port: int | None = None,
 ) -> Proc:
     """A gateway process whose pools hold exactly ``pools`` (absent pools are empty).
 
@@ -39,7 +40,7 @@ def start_gateway(
         full[f"{name.upper()}__URLS"] = urls if isinstance(urls, str) else ",".join(urls)
     full["REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/0" if redis else ""
     full.update(env or {})
-    proc = start_service("gateway", full, wait_ready=False)
+    proc = start_service("gateway", full, wait_ready=False, port=port)
     deadline = time.monotonic() + 60
     while True:
         if not proc.alive():
