@@ -1,0 +1,1 @@
+"""``make bench-fleet``: the fleet report (measure.py runs the load, render.py draws it)."""
