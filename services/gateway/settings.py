@@ -105,7 +105,7 @@ class GatewaySettings(ServiceSettings):
     cache_enabled: bool = True
     cache_ttl_s: int = Field(default=3600, ge=1)
     cache_stale_ttl_s: int = Field(
-        default=7 * 24 * 3600, ge=1, description="How long an expired answer stays for fallback"
+        default=24 * 3600, ge=1, description="How long an expired answer stays for fallback"
     )
     cache_max_value_bytes: int = Field(default=1 << 20, ge=1)
 
