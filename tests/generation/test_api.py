@@ -84,6 +84,7 @@ def test_stop_and_token_prompt(client: openai.OpenAI) -> None:
         ({"prompt": "x", "best_of": 3, "echo": True}, 400, "echo"),
         ({"prompt": "word " * 2100, "max_tokens": 5}, 400, "messages"),
         ({"prompt": [10**9]}, 400, "prompt"),
+        ({"prompt": "a \ud800 b"}, 400, "prompt"),
     ],
 )
 def test_bad_completion_requests(

@@ -186,6 +186,7 @@ def test_seeded_sampling_is_reproducible_in_a_batch(client: openai.OpenAI) -> No
         ({"messages": QUESTION, "top_p": 0}, "top_p"),
         ({"messages": QUESTION, "stop": [1, 2]}, "stop"),
         ({"messages": "hello"}, "messages"),
+        ({"messages": [{"role": "user", "content": "a \ud800 b"}]}, "messages"),
     ],
 )
 def test_bad_input_is_a_400_in_openai_shape(

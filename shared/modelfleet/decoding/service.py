@@ -142,7 +142,7 @@ class DecoderService(ModelService):
     async def encode_text(self, text: str, param: str = "prompt") -> list[int]:
         """Token ids of ``text`` as a raw prompt (with the tokenizer's own special tokens)."""
         self._check_chars(len(text), param)
-        return await self._tokenize(lambda: list(self.lm.tokenizer.encode(text)), len(text))
+        return await self._tokenize(lambda: list(self.lm.tokenizer.encode(text)), len(text), param)
 
     async def encode_chat(
         self,
@@ -177,13 +177,19 @@ class DecoderService(ModelService):
             text = "".join(f"{m['role']}: {m['content']}\n" for m in convo) + "assistant:"
             return list(tok.encode(text))
 
-        return await self._tokenize(run, size)
+        return await self._tokenize(run, size, "messages")
 
-    async def _tokenize(self, fn: Any, size: int) -> list[int]:
-        if size <= _INLINE_TOKENIZE_CHARS:
-            result: list[int] = fn()
-            return result
-        return await asyncio.to_thread(fn)
+    async def _tokenize(self, fn: Any, size: int, param: str) -> list[int]:
+        try:
+            if size <= _INLINE_TOKENIZE_CHARS:
+                result: list[int] = fn()
+                return result
+            return list(await asyncio.to_thread(fn))
+        except UnicodeEncodeError:
+            # JSON may carry a lone surrogate ("\ud800"), which no UTF-8 tokenizer accepts.
+            raise InvalidRequest(
+                "text is not valid Unicode (a lone surrogate such as \\ud800)", param=param
+            ) from None
 
     def sampling(
         self,
