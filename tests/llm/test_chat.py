@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import re
 import threading
 import time
@@ -15,6 +16,9 @@ from tests.conftest import assert_openai_error
 from tests.support.procs import Proc
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +196,8 @@ def test_seeded_sampling_is_reproducible_in_a_batch(client: openai.OpenAI) -> No
 def test_bad_input_is_a_400_in_openai_shape(
     llm_proc: Proc, body: dict[str, object], param: str
 ) -> None:
-    r = httpx.post(f"{llm_proc.url}/v1/chat/completions", json=body)
+    # json.dumps escapes a lone surrogate ("\ud800"); httpx's json= would refuse to send it.
+    r = httpx.post(f"{llm_proc.url}/v1/chat/completions", content=json.dumps(body), headers=JSON)
     err = assert_openai_error(r, 400)
     assert err["type"] == "invalid_request_error"
     assert str(err["param"]).startswith(param), err

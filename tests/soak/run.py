@@ -4,9 +4,10 @@ Starts its own fleet on free ports (a private Redis bounded with maxmemory + all
 four services, a gateway), drives chat, completions, embeddings, classify and summarize at once
 (tests/support/load.py), samples every process's RSS every few seconds, then stops the fleet.
 
-It fails (exit 1) when any process's RSS grew more than ``SOAK_MAX_GROWTH`` (default 5 %)
+It fails (exit 1) when any fleet process's RSS grew more than ``SOAK_MAX_GROWTH`` (default 5 %)
 between the end of the warm-up and the end of the run, on any failed request (non-2xx, socket
-error, timeout), or when a cache entry in Redis has no TTL. Writes ``.run/soak/result.json``.
+error, timeout), when Redis (a cache that fills by design) uses more than its maxmemory, or when
+a cache entry in Redis has no TTL. Writes ``.run/soak/result.json``.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def soak(duration_s: float, max_growth: float) -> dict[str, Any]:
         fl.stop()
     memory = {name: growth(s, warmup, window) for name, s in rss.samples.items()}
     errors = sum(r["errors"] for r in results)
-    grown = {n: m["growth"] for n, m in memory.items() if m["growth"] > max_growth}
+    # Redis is a cache filling up to its maxmemory by design: it is held to that bound instead.
+    grown = {n: m["growth"] for n, m in memory.items() if n != "redis" and m["growth"] > max_growth}
     failures = []
     if errors:
         failures.append(f"{errors} failed requests")
@@ -79,6 +81,8 @@ def soak(duration_s: float, max_growth: float) -> dict[str, Any]:
         failures.append(f"RSS grew more than {max_growth:.0%}: {grown}")
     if not all(procs_alive.values()):
         failures.append(f"processes died: {procs_alive}")
+    if redis_state["used_memory_mib"] > redis_state["maxmemory_mib"]:
+        failures.append(f"Redis over its maxmemory: {redis_state}")
     if redis_state["keys_without_ttl"]:
         failures.append(f"{redis_state['keys_without_ttl']} Redis keys without a TTL")
     return {
