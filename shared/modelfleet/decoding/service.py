@@ -142,7 +142,8 @@ class DecoderService(ModelService):
     async def encode_text(self, text: str, param: str = "prompt") -> list[int]:
         """Token ids of ``text`` as a raw prompt (with the tokenizer's own special tokens)."""
         self._check_chars(len(text), param)
-        return await self._tokenize(lambda: list(self.lm.tokenizer.encode(text)), len(text), param)
+        _check_unicode([text], param)
+        return await self._tokenize(lambda: list(self.lm.tokenizer.encode(text)), len(text))
 
     async def encode_chat(
         self,
@@ -177,19 +178,14 @@ class DecoderService(ModelService):
             text = "".join(f"{m['role']}: {m['content']}\n" for m in convo) + "assistant:"
             return list(tok.encode(text))
 
-        return await self._tokenize(run, size, "messages")
+        _check_unicode([m["content"] or "" for m in messages], "messages")
+        return await self._tokenize(run, size)
 
-    async def _tokenize(self, fn: Any, size: int, param: str) -> list[int]:
-        try:
-            if size <= _INLINE_TOKENIZE_CHARS:
-                result: list[int] = fn()
-                return result
-            return list(await asyncio.to_thread(fn))
-        except UnicodeEncodeError:
-            # JSON may carry a lone surrogate ("\ud800"), which no UTF-8 tokenizer accepts.
-            raise InvalidRequest(
-                "text is not valid Unicode (a lone surrogate such as \\ud800)", param=param
-            ) from None
+    async def _tokenize(self, fn: Any, size: int) -> list[int]:
+        if size <= _INLINE_TOKENIZE_CHARS:
+            result: list[int] = fn()
+            return result
+        return await asyncio.to_thread(fn)
 
     def sampling(
         self,
@@ -233,3 +229,15 @@ class DecoderService(ModelService):
 
     def system_fingerprint(self) -> str:
         return f"modelfleet-{self.model_revision.removeprefix('sha256:')[:12]}"
+
+
+def _check_unicode(texts: list[str], param: str) -> None:
+    """400 for text a UTF-8 tokenizer cannot take: JSON may carry a lone surrogate (\\ud800)."""
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                "text is not valid Unicode (it holds a lone surrogate such as \\ud800)",
+                param=param,
+            ) from None
