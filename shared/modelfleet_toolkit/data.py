@@ -40,10 +40,6 @@ class Examples:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def label_set(self) -> list[str]:
-        """Labels in order of first appearance (stable across runs on the same data)."""
-        return list(dict.fromkeys(self.labels))
-
 
 def _read_rows(path: Path) -> list[dict[str, object]]:
     if path.is_dir():

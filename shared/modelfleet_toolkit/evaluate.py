@@ -8,6 +8,7 @@ measures what the fleet actually serves.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,12 @@ def evaluate_endpoint(
     from modelfleet_toolkit.endpoint import classify_endpoint
 
     examples = _examples(data, text_column, label_column, do_clean)
-    pred = classify_endpoint(url, task_or_labels, examples.texts)
+    # A gateway with keys: the key comes from the environment, never from argv.
+    key = os.environ.get("MODELFLEET_API_KEY") or None
+    if isinstance(task_or_labels, str):
+        pred = classify_endpoint(url, examples.texts, task=task_or_labels, api_key=key)
+    else:
+        pred = classify_endpoint(url, examples.texts, labels=task_or_labels, api_key=key)
     result = classification_metrics(examples.labels, pred, sorted(set(examples.labels) | set(pred)))
     result["endpoint"] = url
     result["task"] = task_or_labels

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.perf.common import merge_results
-from tests.toolkit.conftest import heldout, ROOT, shipped_rows, write_csv
+from tests.toolkit.conftest import ROOT, heldout, shipped_rows, write_csv
 
 TOOLKIT_DATA = ROOT / "shared" / "modelfleet_toolkit" / "datasets"
 TASKS = [t for t in os.environ.get("EVAL_TASKS", "intent,sentiment").split(",") if t]

@@ -15,7 +15,7 @@ TASKS = ROOT / "services" / "classification" / "tasks"
 
 
 def heldout(task: str) -> Path:
-    """The shipped held-out split of ``task`` (the set ``make eval`` scores the serving default on)."""
+    """The shipped held-out split of ``task``: the set ``make eval`` scores the default on."""
     from modelfleet_toolkit import datasets
 
     return datasets.path(task, "test")

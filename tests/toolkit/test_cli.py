@@ -12,7 +12,7 @@ import pytest
 from modelfleet_toolkit import cli
 from modelfleet_toolkit.config import ConfigError, TrainConfig, load_yaml, resolve
 from modelfleet_toolkit.data import DataError, clean_text, fingerprint, load_examples
-from tests.toolkit.conftest import heldout, ROOT, write_csv
+from tests.toolkit.conftest import ROOT, heldout, write_csv
 
 
 def test_flags_override_the_config_file(tmp_path: Path) -> None:

@@ -21,8 +21,8 @@ from services.gateway.exchange import (
 from services.gateway.fallback import FALLBACKS, convert_sse
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.pools import Pool
-from services.gateway.upstream import PoolUnavailable, StreamReply, Upstream
 from services.gateway.sse_guard import guard_sse
+from services.gateway.upstream import PoolUnavailable, StreamReply, Upstream
 
 log = logging.getLogger("modelfleet.gateway.fallback")
 

@@ -22,7 +22,7 @@ from modelfleet.decoding.params import generation_defaults, resolve_max_tokens, 
 from modelfleet.decoding.sampling import SamplingParams
 from modelfleet.decoding.settings import DecoderSettings
 from modelfleet.decoding.tools import template_knows_tools, transcript
-from modelfleet.errors import PayloadTooLarge
+from modelfleet.errors import InvalidRequest, PayloadTooLarge
 from modelfleet.resolve import PACKAGED_LLM, ModelSource, packaged_llm_gguf, resolve
 from modelfleet.service import ModelService
 
