@@ -211,7 +211,7 @@ def test_the_make_run_redis_is_memory_bounded_like_the_charts() -> None:
 
     import redis as redis_lib
 
-    from modelfleet.localfleet import redis_argv
+    from services.localfleet import redis_argv
     from tests.support.procs import free_port, wait_port
 
     exe = shutil.which("redis-server")

@@ -35,7 +35,7 @@ import httpx
 import pytest
 import yaml
 
-from modelfleet.localfleet import redis_argv
+from services.localfleet import redis_argv
 from tests.charts.helm import render
 from tests.observability.queries import (
     Query,
