@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
+from modelfleet.decoding.openai import new_id
 from services.gateway.redisconn import RedisDown, RedisGuard
 
 log = logging.getLogger("modelfleet.gateway.cache")
@@ -37,10 +38,30 @@ _STAMP = struct.Struct(">d")
 _HEADER = len(_MAGIC) + _STAMP.size
 
 
-def cache_key(route: str, identity: str, payload: Any) -> str:
+def cache_key(route: str, identity: str, payload: Any, tenant: str = "") -> str:
+    """The key of one answer: route, model identity, canonical body and, unless the route is
+    shared across tenants, the tenant (an API key's id): one tenant never gets another's answer,
+    nor learns from a hit that someone else sent the same request."""
     canonical = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
-    digest = hashlib.blake2b(identity.encode() + b"\0" + canonical, digest_size=20).hexdigest()
-    return f"mf:cache:v1:{route}:{digest}"
+    scope = f"{tenant}\0{identity}".encode()
+    digest = hashlib.blake2b(scope + b"\0" + canonical, digest_size=20).hexdigest()
+    return f"mf:cache:v2:{route}:{digest}"
+
+
+def with_fresh_id(body: bytes) -> bytes:
+    """A cached completion with a new ``id`` (same prefix) and ``created``: two answers never
+    share an id, so a hit cannot be matched to the request that filled the cache."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+        return body
+    prefix = obj["id"].split("-", 1)[0] or "cmpl"
+    obj["id"] = new_id(prefix)
+    if "created" in obj:
+        obj["created"] = int(time.time())
+    return orjson.dumps(obj)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ same request models the services validate with.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import uuid
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from modelfleet.api import FLEET_ROUTES, RouteSpec
 from modelfleet.errors import exception_response
 from modelfleet.routes import Handler, Route
 from services.gateway.exchange import Exchange, Next, Outcome, Reply, Stage
+from services.gateway.inbox import Inbox
 from services.gateway.stages.respond import stream_body, write
 
 
@@ -37,15 +39,25 @@ class Pipeline:
         return await self._first(ex)
 
     async def serve(self, route: RouteSpec, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one request in raw ASGI (the hot path)."""
+        """Serve one request in raw ASGI (the hot path); a client that leaves cancels it."""
+        inbox = Inbox(receive)
+        task = asyncio.ensure_future(self.handle(route, scope, inbox.receive))
+        inbox.watch(task)
         try:
-            outcome = await self.handle(route, scope, receive)
-        except ClientDisconnect:
-            return
-        except Exception as exc:
-            await exception_response(exc)(scope, receive, send)
-            return
-        await write(outcome, scope, receive, send)
+            try:
+                outcome = await task
+            except asyncio.CancelledError:
+                if inbox.client_left:
+                    return  # nobody to answer; the backend call was cancelled with the task
+                raise
+            except ClientDisconnect:
+                return
+            except Exception as exc:
+                await exception_response(exc)(scope, inbox.receive, send)
+                return
+            await write(outcome, scope, inbox.receive, send)
+        finally:
+            await inbox.close()
 
     def routes(self) -> list[Route]:
         """The gateway's route table: every fleet route, served by this pipeline."""

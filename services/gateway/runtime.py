@@ -67,7 +67,10 @@ class GatewayRuntime:
         }
         self.keys = ApiKeys(s.all_api_keys())
         self.redis = RedisGuard(
-            s.redis_url, metrics, timeout_s=s.redis_timeout_s, backoff_max_s=s.redis_backoff_max_s
+            s.redis_url.get_secret_value(),
+            metrics,
+            timeout_s=s.redis_timeout_s,
+            backoff_max_s=s.redis_backoff_max_s,
         )
         self.cache = ResponseCache(
             self.redis,
@@ -94,7 +97,9 @@ class GatewayRuntime:
             models_refresh_s=s.models_refresh_s,
         )
         self.admit = Admit(max_in_flight=s.max_in_flight, max_body_bytes=s.max_body_bytes)
-        self.cache_lookup = CacheLookup(self.cache, self.pools, metrics)
+        self.cache_lookup = CacheLookup(
+            self.cache, self.pools, metrics, frozenset(s.cache_shared_routes)
+        )
         retry_after_s = max(1.0, s.health_interval_s)
         limiter = RateLimiter(self.redis, metrics, rpm=s.rate_limit_rpm, tpm=s.rate_limit_tpm)
         # The request path, in order: see services/gateway/pipeline.py.

@@ -10,12 +10,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from modelfleet.api import FLEET_ROUTES, CacheMode
 from modelfleet.settings import ServiceSettings
 from services.gateway.routing import RoutingStrategy
 
@@ -94,11 +96,16 @@ class GatewaySettings(ServiceSettings):
     api_keys_file: Path | None = Field(
         default=None, description="File with keys (comma or newline separated), e.g. a Secret"
     )
-    api_keys: CommaList = Field(default=(), description="Comma-separated Bearer keys; none=open")
+    # repr=False: a settings object printed or logged never shows a key.
+    api_keys: CommaList = Field(
+        default=(), repr=False, description="Comma-separated Bearer keys; none=open"
+    )
 
     # -- Redis: cache and rate limits -------------------------------------------------------
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0", description="Empty = no cache, no rate limits"
+    # A SecretStr: the URL may hold the Redis password; printed, it shows as '**********'.
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        description="Empty = no cache, no rate limits",
     )
     redis_timeout_s: float = Field(default=0.25, gt=0, le=10)
     redis_backoff_max_s: float = Field(default=5.0, gt=0)
@@ -108,6 +115,12 @@ class GatewaySettings(ServiceSettings):
         default=24 * 3600, ge=1, description="How long an expired answer stays for fallback"
     )
     cache_max_value_bytes: int = Field(default=1 << 20, ge=1)
+    cache_shared_routes: CommaList = Field(
+        default=(),
+        description="Routes whose cached answers are shared by every API key (e.g. "
+        "/v1/embeddings); others are cached per key. Sharing lets one tenant tell from a hit "
+        "that another sent the same input",
+    )
 
     # -- backends ---------------------------------------------------------------------------
     discovery: Literal["static", "kubernetes"] = "static"
@@ -151,10 +164,19 @@ class GatewaySettings(ServiceSettings):
                     data = {**data, name: {**default, **given}}
         return data
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "cache_shared_routes", mode="before")
     @classmethod
     def _split(cls, value: object) -> tuple[str, ...]:
         return split_list(value)
+
+    @field_validator("cache_shared_routes")
+    @classmethod
+    def _cached_routes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        cached = {r.path for r in FLEET_ROUTES if r.cache is not CacheMode.NEVER}
+        for path in value:
+            if path not in cached:
+                raise ValueError(f"{path!r} is not a cached route (one of {sorted(cached)})")
+        return value
 
     @field_validator("api_keys")
     @classmethod
@@ -177,8 +199,9 @@ class GatewaySettings(ServiceSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _production_redis(cls, value: str, info: ValidationInfo) -> str:
-        password = urlsplit(value).password if value else None
+    def _production_redis(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        url = value.get_secret_value()
+        password = urlsplit(url).password if url else None
         if (
             info.data.get("environment") == "production"
             and password is not None

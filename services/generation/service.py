@@ -42,6 +42,13 @@ class GenerationService(DecoderService):
     async def start_completions(self, body: CompletionRequest) -> list[Generation]:
         """Validate, tokenise and queue one sequence per prompt (every 4xx is raised here)."""
         body.check()
+        many = isinstance(body.prompt, list) and isinstance(body.prompt[0], str)
+        if many and len(body.prompt) > self.settings.max_prompts:
+            raise InvalidRequest(
+                f"{len(body.prompt)} prompts, over this server's {self.settings.max_prompts}",
+                param="prompt",
+                code="too_many_prompts",
+            )
         prompts: list[list[int]]
         if isinstance(body.prompt, str):
             prompts = [await self.encode_text(body.prompt)]
@@ -207,4 +214,4 @@ class GenerationService(DecoderService):
         async def summarize(body: SummarizeRequest, request: Request) -> Response:
             return json_response(await unless_disconnected(request, self.summarize(body)))
 
-        return [Route(COMPLETIONS, completions), Route(SUMMARIZE, summarize)]
+        return [Route(COMPLETIONS, completions, raw=True), Route(SUMMARIZE, summarize, raw=True)]

@@ -10,6 +10,9 @@ class GenerationSettings(DecoderSettings):
     )
 
     port: int = Field(default=3005, ge=1, le=65535)
+    max_prompts: int = Field(
+        default=16, ge=1, le=64, description="most prompts in one completions request (a list)"
+    )
     # OpenAI's completions default: a request without max_tokens stays cheap.
     default_max_tokens: int = Field(default=16, ge=1, description="when a request names none")
     summary_chunk_tokens: int = Field(

@@ -67,6 +67,12 @@ class LlmService(DecoderService):
     async def start_chat(self, body: ChatCompletionRequest) -> ChatJob:
         """Validate, template and queue a chat request (every 4xx is raised here)."""
         body.check()
+        if len(body.messages) > self.settings.max_messages:
+            raise InvalidRequest(
+                f"{len(body.messages)} messages, over this server's {self.settings.max_messages}",
+                param="messages",
+                code="too_many_messages",
+            )
         messages = [m.as_template_dict() for m in body.messages]
         choice = _tool_choice(body)
         tools = [t.model_dump(exclude_none=True) for t in body.tools or []] if choice else None
@@ -141,7 +147,7 @@ class LlmService(DecoderService):
                 }
             )
 
-        return [Route(CHAT, chat_completions)]
+        return [Route(CHAT, chat_completions, raw=True)]
 
     async def _chunks(
         self, job: ChatJob, head: dict[str, Any], include_usage: bool

@@ -101,9 +101,9 @@ def create_app(service: ModelService) -> ASGIApp:
         return json_response({"object": "list", "data": service.model_cards()})
 
     s = service.settings
-    # A ceiling against abuse; the per-item character limits do the real work.
-    max_body = 12 * s.max_input_chars * s.max_input_items + (64 << 10)
-    table = RouteTable(app, service.routes(), max_body=max_body)
+    # Every POST route is served raw (modelfleet.routes): the body is capped by MAX_BODY_BYTES
+    # from Content-Length before it is read, and while it is read.
+    table = RouteTable(app, service.routes(), max_body=s.max_body_bytes)
     app.state.service = service
     # Outside FastAPI's own middleware stack: the request id, metrics and access log wrap every
     # request, the raw routes included.

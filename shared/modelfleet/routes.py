@@ -11,12 +11,14 @@ route and the served route cannot drift apart.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -53,6 +55,18 @@ async def read_request_body(scope: Scope, receive: Receive, limit: int) -> bytes
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body over the {limit}-byte limit")
     return await read_body(receive, limit)
+
+
+# Parsing and validating this much JSON can take milliseconds (a list of thousands of items):
+# larger bodies are validated on a worker thread, so one request never stalls the event loop.
+INLINE_VALIDATE_BYTES = 64 << 10
+
+
+async def validate_body(model: type[BaseModel], raw: bytes) -> Any:
+    """``model.model_validate_json(raw)``, off the event loop when ``raw`` is large."""
+    if len(raw) <= INLINE_VALIDATE_BYTES:
+        return model.model_validate_json(raw)
+    return await asyncio.to_thread(model.model_validate_json, raw)
 
 
 class RouteTable:
@@ -103,7 +117,7 @@ class RouteTable:
             return await route.handler(None, request)
         raw = await read_request_body(scope, receive, self.max_body)
         request._body = raw  # starlette's cache: request.body() returns it without reading
-        return await route.handler(model.model_validate_json(raw), request)
+        return await route.handler(await validate_body(model, raw), request)
 
 
 def _endpoint(route: Route) -> Callable[..., Awaitable[Response]]:

@@ -11,11 +11,18 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
+# Ceilings on every list a request may carry, checked while parsing (pydantic stops at the first
+# item over): they keep one body's validation cheap and its 400 small. The services' settings
+# (MAX_INPUT_ITEMS, MAX_LABELS, ...) set the real, lower limits after validation.
+MAX_LIST_ITEMS = 4096
+MAX_LABELS = 1024
+InputList = Annotated[list[NonEmptyStr], Field(min_length=1, max_length=MAX_LIST_ITEMS)]
+
 
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    input: NonEmptyStr | Annotated[list[NonEmptyStr], Field(min_length=1)]
+    input: NonEmptyStr | InputList
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
@@ -26,18 +33,22 @@ class SimilarityRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     query: NonEmptyStr
-    documents: Annotated[list[NonEmptyStr], Field(min_length=1)]
+    documents: InputList
     model: str | None = None
-    top_n: int | None = Field(default=None, ge=1)
+    top_n: int | None = Field(default=None, ge=1, le=MAX_LIST_ITEMS)
 
 
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    input: NonEmptyStr | Annotated[list[NonEmptyStr], Field(min_length=1)]
+    input: NonEmptyStr | InputList
     task: NonEmptyStr | None = None
-    labels: list[NonEmptyStr] | dict[NonEmptyStr, NonEmptyStr] | None = None
-    top_k: int | None = Field(default=None, ge=1)
+    labels: (
+        Annotated[list[NonEmptyStr], Field(max_length=MAX_LABELS)]
+        | Annotated[dict[NonEmptyStr, NonEmptyStr], Field(max_length=MAX_LABELS)]
+        | None
+    ) = None
+    top_k: int | None = Field(default=None, ge=1, le=MAX_LABELS)
     model: str | None = None
     user: str | None = None
 

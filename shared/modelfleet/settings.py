@@ -7,6 +7,8 @@ one message that names the environment variables at fault.
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -65,6 +67,12 @@ class ModelServiceSettings(ServiceSettings):
     request_timeout_s: float = Field(default=30.0, gt=0)
     max_input_items: int = Field(default=256, ge=1)
     max_input_chars: int = Field(default=100_000, ge=1)
+    max_body_bytes: int = Field(
+        default=4 << 20,
+        ge=1024,
+        description="largest request body; 413 from Content-Length before reading, and while "
+        "reading a chunked body",
+    )
     malloc_trim_interval_s: float = Field(
         default=2.0,
         ge=0,
@@ -112,15 +120,58 @@ def env_name(cls: type[BaseSettings], field: str) -> str:
     return f"{prefix}{field}".upper()
 
 
+# Settings whose values are secrets: a configuration error names them but never shows them.
+_SECRET_NAME = re.compile(r"KEY|PASSWORD|SECRET|TOKEN|CREDENTIAL|REDIS_URL", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^/@\s:]*:)[^/@\s]*@")
+REDACTED = "<redacted>"
+
+
+def redact_url(text: str) -> str:
+    """Every ``scheme://user:password@host`` in ``text`` with the password replaced."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+def _secret_values() -> list[str]:
+    """Values of secret-named environment variables (and their comma-separated items)."""
+    out: list[str] = []
+    for name, value in os.environ.items():
+        if name.startswith("MODELFLEET") and _SECRET_NAME.search(name) and value.strip():
+            out.append(value)
+            out += [v.strip() for v in value.split(",") if len(v.strip()) >= 4]
+    return sorted(out, key=len, reverse=True)
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with secret env values and URL passwords replaced: safe to print or log."""
+    for secret in _secret_values():
+        text = text.replace(secret, REDACTED)
+    return redact_url(text)
+
+
+def _shown(field: str, value: object) -> str:
+    if _SECRET_NAME.search(field):
+        return REDACTED
+    if isinstance(value, dict | list | tuple):
+        return f"<{type(value).__name__}>"  # a whole nested model may carry secrets
+    return repr(value)
+
+
 def load_settings(cls: type[S]) -> S:
-    """Build settings from the environment or exit(2) with a message naming each bad variable."""
+    """Build settings from the environment or exit(2) with a message naming each bad variable.
+
+    The message never shows a secret: secret-named settings are shown as ``<redacted>``, nested
+    values by their type only, and anything left that looks like a key or URL password is
+    scrubbed (:func:`redact_secrets`).
+    """
     try:
         return cls()
     except ValidationError as exc:
         lines = []
-        for err in exc.errors():
+        for err in exc.errors(include_url=False):
             # Nested settings (a gateway pool) read MODELFLEET_..._LLM__URLS: loc joined by "__".
             field = "__".join(str(part) for part in err["loc"]) if err["loc"] else "?"
-            lines.append(f"  {env_name(cls, field)}={err.get('input')!r}: {err['msg']}")
-        print(f"invalid configuration for {cls.__name__}:\n" + "\n".join(lines), file=sys.stderr)
+            shown = _shown(field, err.get("input"))
+            lines.append(f"  {env_name(cls, field)}={shown}: {err['msg']}")
+        text = f"invalid configuration for {cls.__name__}:\n" + "\n".join(lines)
+        print(redact_secrets(text), file=sys.stderr)
         raise SystemExit(2) from None

@@ -6,8 +6,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable
 
+from modelfleet.api import CacheMode
 from modelfleet.errors import DeadlineExceeded, ServiceUnavailable
-from services.gateway.cache import CacheControl, Entry, ResponseCache, SingleFlight, cache_key
+from services.gateway.cache import (
+    CacheControl,
+    Entry,
+    ResponseCache,
+    SingleFlight,
+    cache_key,
+    with_fresh_id,
+)
 from services.gateway.exchange import DEGRADED, X_CACHE, Exchange, Next, Outcome, Reply
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.pools import Pool
@@ -16,8 +24,13 @@ from services.gateway.redisconn import RedisDown
 
 class CacheLookup:
     def __init__(
-        self, cache: ResponseCache, pools: dict[str, Pool], metrics: GatewayMetrics
+        self,
+        cache: ResponseCache,
+        pools: dict[str, Pool],
+        metrics: GatewayMetrics,
+        shared_routes: frozenset[str] = frozenset(),
     ) -> None:
+        self.shared_routes = shared_routes  # cached across tenants (CACHE_SHARED_ROUTES)
         self.cache = cache
         self.pools = pools
         self.metrics = metrics
@@ -36,7 +49,12 @@ class CacheLookup:
     async def _cached(self, ex: Exchange, call_next: Next) -> Outcome:
         route = ex.route
         cc = CacheControl.parse(ex.header(b"cache-control"))
-        key = cache_key(route.path, self.pools[route.pool].identity, ex.payload)
+        # Tenants are API keys; an open gateway has none (its clients are told apart by address
+        # only for rate limits), so there every client shares one cache.
+        keyed = ex.client_id.startswith("key:")
+        tenant = ex.client_id if keyed and route.path not in self.shared_routes else ""
+        key = cache_key(route.path, self.pools[route.pool].identity, ex.payload, tenant)
+        fresh_ids = route.cache is CacheMode.GREEDY  # completions carry an id
         stale: Entry | None = None
         looked_up = False
         if cc.no_cache:
@@ -50,7 +68,7 @@ class CacheLookup:
             else:
                 if entry is not None and entry.fresh:
                     self.metrics.cache_result(route.path, "hit")
-                    return from_cache(entry)
+                    return from_cache(entry, fresh_ids)
                 stale, outcome = entry, "miss"
         self.metrics.cache_result(route.path, outcome)
 
@@ -88,7 +106,7 @@ class CacheLookup:
             if stale is None:
                 raise
             self.metrics.fallback(route.pool, "cache")
-            out = from_cache(stale)
+            out = from_cache(stale, fresh_ids)
             out.headers[DEGRADED] = f"{route.pool}-unavailable; served-by=cache"
             return out
         assert isinstance(reply, Reply)  # cacheable requests do not stream
@@ -96,9 +114,9 @@ class CacheLookup:
         return Reply(reply.status, reply.body, headers, reply.replica)
 
 
-def from_cache(entry: Entry) -> Reply:
+def from_cache(entry: Entry, fresh_id: bool = False) -> Reply:
     return Reply(
         200,
-        entry.body,
+        with_fresh_id(entry.body) if fresh_id else entry.body,
         {"content-type": "application/json", X_CACHE: "hit", "age": str(int(entry.age_s))},
     )

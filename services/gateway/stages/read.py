@@ -6,10 +6,13 @@ The body is parsed once more into a dict (orjson) for what the later stages act 
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 from modelfleet.asgi import read_body
 from modelfleet.errors import InvalidRequest
+from modelfleet.routes import INLINE_VALIDATE_BYTES, validate_body
 from services.gateway.exchange import Exchange, Next, Outcome
 
 
@@ -24,8 +27,11 @@ class ReadBody:
         ex.body = await read_body(ex.receive, self.max_body_bytes)
         # A ValidationError is the 400 the service would give; the validated value of `stream`
         # (a lax boolean, as the service reads it) decides how the answer is relayed.
-        validated = model.model_validate_json(ex.body)
-        payload = orjson.loads(ex.body)
+        validated = await validate_body(model, ex.body)
+        if len(ex.body) <= INLINE_VALIDATE_BYTES:
+            payload = orjson.loads(ex.body)
+        else:
+            payload = await asyncio.to_thread(orjson.loads, ex.body)
         if not isinstance(payload, dict):  # the models are objects: unreachable, but typed
             raise InvalidRequest("request body must be a JSON object")
         ex.payload = payload

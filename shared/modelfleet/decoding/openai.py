@@ -25,6 +25,12 @@ _INERT = frozenset(
     {"user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier"}
 )
 MAX_TOP_LOGPROBS = 20
+# Ceilings checked while parsing (see modelfleet.schemas): the llm's MAX_MESSAGES setting is the
+# real limit on messages; the context window bounds token-id prompts long before this.
+MAX_MESSAGES = 4096
+MAX_CONTENT_PARTS = 256
+MAX_PROMPT_IDS = 1 << 17
+MAX_LOGIT_BIAS = 4096
 
 
 class TextPart(BaseModel):
@@ -53,9 +59,12 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: StrictStr | Annotated[list[TextPart], Field(min_length=1)] | None = None
+    content: (
+        StrictStr | Annotated[list[TextPart], Field(min_length=1, max_length=MAX_CONTENT_PARTS)]
+    ) | None = None
     name: StrictStr | None = None
-    tool_calls: list[ToolCall] | None = None  # an assistant turn that called tools
+    # An assistant turn that called tools.
+    tool_calls: Annotated[list[ToolCall], Field(max_length=128)] | None = None
     tool_call_id: StrictStr | None = None  # a tool result answers this call
     refusal: StrictStr | None = None
 
@@ -123,7 +132,13 @@ class SamplingFields(BaseModel):
     n: int | None = Field(default=None, ge=1)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
+    logit_bias: (
+        Annotated[
+            dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]],
+            Field(max_length=MAX_LOGIT_BIAS),
+        ]
+        | None
+    ) = None
     user: StrictStr | None = None
 
     def stops(self) -> tuple[str, ...]:
@@ -193,7 +208,7 @@ class NamedToolChoice(BaseModel):
 
 
 class ChatCompletionRequest(SamplingFields):
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
@@ -201,9 +216,9 @@ class ChatCompletionRequest(SamplingFields):
     tools: Annotated[list[Tool], Field(max_length=128)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    functions: list[Any] | None = None
+    functions: Annotated[list[Any], Field(max_length=128)] | None = None
     function_call: Any = None
-    modalities: list[str] | None = None
+    modalities: Annotated[list[str], Field(max_length=4)] | None = None
 
     def check(self) -> None:
         self.refuse_unsupported(
@@ -226,7 +241,7 @@ class CompletionRequest(SamplingFields):
     prompt: (
         StrictStr
         | Annotated[list[StrictStr], Field(min_length=1, max_length=64)]
-        | Annotated[list[int], Field(min_length=1)]
+        | Annotated[list[int], Field(min_length=1, max_length=MAX_PROMPT_IDS)]
     )
     logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     echo: bool = False
