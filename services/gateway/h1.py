@@ -57,6 +57,14 @@ class UpstreamTimeout(Exception):
     """No (complete) response within the deadline."""
 
 
+class UpstreamTooLarge(Exception):
+    """The response body is over the pool's cap; nothing of it was kept (the gateway's 502)."""
+
+
+class _Stray(Exception):
+    """Bytes outside a request/response exchange: the connection can no longer be trusted."""
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     scheme: str
@@ -91,6 +99,12 @@ class _Connection(asyncio.Protocol):
         self.headers: Headers = []
         self.complete = False
         self.keep_alive = False
+        # A response is expected from send() until its end; any byte outside that (after the
+        # end, or on an idle pooled connection) closes the connection, never reaching a client.
+        self.expecting = False
+        self.began = False
+        self.max_body = 0  # 0 = no cap (streams are relayed, never buffered)
+        self.body_bytes = 0
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._paused = False
@@ -104,11 +118,16 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if not self.expecting:
+            self.close()  # stray bytes: a response nobody asked for, or after the response
+            return
         self.received_any = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamDisconnected(f"malformed response: {exc}"))
+            if not self.complete and self._error is None:
+                self._fail(UpstreamDisconnected(f"malformed response: {exc}"))
+            # Complete: the answer stands, the bytes after it are dropped with the connection.
             self.close()
             return
         if not self.status:
@@ -126,6 +145,11 @@ class _Connection(asyncio.Protocol):
             self._fail(UpstreamDisconnected("connection closed before the response completed"))
 
     # -- httptools callbacks -------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.began or not self.expecting:
+            raise _Stray("a second response in one exchange")
+        self.began = True
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value))
 
@@ -134,6 +158,10 @@ class _Connection(asyncio.Protocol):
         _wake(self._head)
 
     def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        if self.max_body and self.body_bytes > self.max_body:
+            self._fail(UpstreamTooLarge(f"response body over {self.max_body} bytes"))
+            raise _Stray("body over the cap")  # stops the parser; the connection is closed
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
@@ -145,15 +173,20 @@ class _Connection(asyncio.Protocol):
         # Only valid inside the callback: llhttp resets its state right after.
         self.keep_alive = self.parser.should_keep_alive()
         self.complete = True
+        self.expecting = False
         _wake(self._head)
         _wake(self._wake)
 
     # -- used by the pool ----------------------------------------------------------------
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, max_body: int = 0) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():
             self.received_any = False
             raise UpstreamDisconnected("connection closed before the request was sent")
         self.received_any = False
+        self.expecting = True
+        self.began = False
+        self.max_body = max_body
+        self.body_bytes = 0
         self.head_bytes = 0
         self.status = 0
         self.headers = []
@@ -258,8 +291,17 @@ class H1Stream:
 class H1Pool:
     """Keep-alive connections per origin (LIFO, so the warmest is reused first)."""
 
-    def __init__(self, *, connect_timeout_s: float, keepalive_expiry_s: float = 20.0) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float,
+        keepalive_expiry_s: float = 20.0,
+        max_response_bytes: int = 0,
+    ) -> None:
         self.connect_timeout_s = connect_timeout_s
+        # Cap on a buffered (non-streamed) response body; 0 = none. Streams are relayed with
+        # back-pressure, never held whole.
+        self.max_response_bytes = max_response_bytes
         self.keepalive_expiry_s = keepalive_expiry_s
         self._idle: dict[Origin, list[_Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
@@ -279,7 +321,9 @@ class H1Pool:
         conn = None
         try:
             async with asyncio.timeout(timeout):
-                conn = await self._exchange(origin, method, path, body, extra_headers)
+                conn = await self._exchange(
+                    origin, method, path, body, extra_headers, self.max_response_bytes
+                )
                 data = await conn.read_body()
         except BaseException as exc:
             if conn is not None:
@@ -310,7 +354,13 @@ class H1Pool:
         return H1Stream(self, origin, conn, chunk_timeout)
 
     async def _exchange(
-        self, origin: Origin, method: bytes, path: bytes, body: bytes, extra_headers: bytes
+        self,
+        origin: Origin,
+        method: bytes,
+        path: bytes,
+        body: bytes,
+        extra_headers: bytes,
+        max_body: int = 0,
     ) -> _Connection:
         request = b"".join((
             method, b" ", path, b" HTTP/1.1\r\nHost: ", origin.host_header,
@@ -320,7 +370,7 @@ class H1Pool:
         for attempt in (0, 1):
             conn, reused = await self._acquire(origin)
             try:
-                conn.send(request)
+                conn.send(request, max_body)
                 await conn.read_head()
                 return conn
             except UpstreamDisconnected:

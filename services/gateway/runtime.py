@@ -80,7 +80,9 @@ class GatewayRuntime:
             max_value_bytes=s.cache_max_value_bytes,
         )
         # The lean H1Pool forwards; httpx serves the control plane (health checks, model lists).
-        self.h1 = H1Pool(connect_timeout_s=s.connect_timeout_s)
+        self.h1 = H1Pool(
+            connect_timeout_s=s.connect_timeout_s, max_response_bytes=s.max_response_bytes
+        )
         self.upstream = Upstream(self.h1, retries=s.retries, request_timeout_s=s.request_timeout_s)
         self.control = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),

@@ -152,6 +152,11 @@ class GatewaySettings(ServiceSettings):
     rate_limit_tpm: int = Field(default=0, ge=0, description="Tokens/minute per key; 0 = off")
     max_in_flight: int = Field(default=512, ge=1)
     max_body_bytes: int = Field(default=4 << 20, ge=1024)
+    max_response_bytes: int = Field(
+        default=32 << 20,
+        ge=1024,
+        description="largest backend answer buffered whole (not streamed); 502 above",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_none
 
-from modelfleet.errors import DeadlineExceeded
+from modelfleet.errors import BadGateway, DeadlineExceeded
 from services.gateway.exchange import Reply
 from services.gateway.h1 import (
     H1Pool,
@@ -27,6 +27,7 @@ from services.gateway.h1 import (
     UpstreamConnectError,
     UpstreamDisconnected,
     UpstreamTimeout,
+    UpstreamTooLarge,
 )
 from services.gateway.pools import Pool, Replica
 
@@ -227,6 +228,11 @@ class Upstream:
             replica.breaker.record_failure()
             replica.last_error = str(exc)
             raise Retryable(replica, type(exc).__name__) from exc
+        except UpstreamTooLarge as exc:
+            # Another replica would answer the same request as largely: no retry.
+            replica.last_error = str(exc)
+            replica.breaker.release()
+            raise BadGateway(f"{pool.name} answered with a body over the gateway's limit") from exc
         except UpstreamTimeout as exc:
             # The rest of the deadline went to this attempt: nothing left to retry with.
             replica.breaker.record_failure()

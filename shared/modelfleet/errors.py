@@ -13,6 +13,7 @@ Every failure a client can see is one of these exceptions, mapped to HTTP in one
     ├── PayloadTooLarge             413 invalid_request_error
     ├── RateLimited                 429 rate_limit_error       (Retry-After)
     │   └── Overloaded              429 rate_limit_error       (queue full / in-flight cap)
+    ├── BadGateway                  502 server_error           (code bad_gateway)
     ├── ServiceUnavailable          503 service_unavailable    (Retry-After)
     │   └── ModelNotReady           503 service_unavailable
     └── DeadlineExceeded            504 timeout_error
@@ -102,6 +103,13 @@ class RateLimited(FleetError):
 
 class Overloaded(RateLimited):
     default_code = "overloaded"
+
+
+class BadGateway(FleetError):
+    """A backend's answer the gateway will not relay (e.g. a body over its cap)."""
+
+    status_code = 502
+    default_code = "bad_gateway"
 
 
 class ServiceUnavailable(FleetError):
