@@ -140,6 +140,11 @@ def run_server(app: ASGIApp, settings: ServiceSettings, graceful_s: float = 30.0
         http="httptools",
         timeout_graceful_shutdown=int(graceful_s),
         timeout_keep_alive=30,
+        # Proxy headers only from configured proxies: trusted from anyone (uvicorn trusts
+        # 127.0.0.1 by default, where sidecars connect), X-Forwarded-For names any client it
+        # likes and walks around per-address rate limits.
+        proxy_headers=bool(settings.forwarded_allow_ips.strip()),
+        forwarded_allow_ips=settings.forwarded_allow_ips.strip() or None,
     )
 
 

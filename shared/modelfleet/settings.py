@@ -32,6 +32,11 @@ class ServiceSettings(BaseSettings):
     log_json: bool = True
     access_log: bool = True
     environment: Literal["development", "staging", "production"] = "development"
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="comma-separated addresses (or *) whose X-Forwarded-For/-Proto are "
+        "trusted as the client's; empty = none, the peer address is the client",
+    )
     shutdown_grace_s: float = Field(
         default=30.0,
         ge=0,

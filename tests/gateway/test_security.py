@@ -6,6 +6,7 @@ Upstream protocol faults a real service cannot produce on demand are in test_h1_
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -268,3 +269,32 @@ def test_a_bad_configuration_never_prints_keys_or_the_redis_password() -> None:
     assert "MODELFLEET_GATEWAY_API_KEYS" in out.stderr  # the variable is named...
     assert key not in out.stderr and password not in out.stderr  # ...its value is not
     assert key not in out.stdout and password not in out.stdout
+
+
+# -- finding 8: X-Forwarded-For only from configured proxies ----------------------------------
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["default", "trusted-proxy"])
+def test_x_forwarded_for_counts_only_from_configured_proxies(
+    redis_proc: Proc, trusted: bool
+) -> None:
+    """Per-address limits on an open gateway: a varying X-Forwarded-For must not reset them."""
+    env = {"RATE_LIMIT_RPM": "2"}
+    if trusted:
+        env["FORWARDED_ALLOW_IPS"] = "127.0.0.1"
+    net = random.randrange(256)  # fresh addresses: minute windows outlive a rerun
+    with gateway({}, redis_proc, env) as gw:
+        statuses = []
+        for i in range(4):
+            r = httpx.post(
+                f"{gw.url}/v1/embeddings",
+                json={"input": "x"},
+                headers={"x-forwarded-for": f"10.{net}.{i}.1"},
+                timeout=10,
+            )
+            statuses.append(r.status_code)
+    if trusted:
+        assert 429 not in statuses, statuses  # the proxy's word: four different clients
+    else:
+        # One client (127.0.0.1), whatever the header says: over 2 a minute, refused.
+        assert statuses[2:] == [429, 429], statuses
