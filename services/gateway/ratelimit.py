@@ -1,10 +1,14 @@
 """Per-key rate limits in Redis: requests per minute everywhere, tokens per minute on LLM routes.
 
 Fixed one-minute windows (one INCR per limit, pipelined into a single round trip), shared by
-every gateway replica. Tokens are counted twice over a request's life: the prompt is estimated
-from the body size before the call (``len(body) // 4``: JSON-wrapped English text runs about four
-bytes a token), and the completion tokens the backend reports are added after it; a request is
-refused when its window was already full before it came.
+every gateway replica. Tokens are reserved before the call and settled after it: the reservation
+is the prompt, estimated from the body size (``len(body) // 4``: JSON-wrapped English text runs
+about four bytes a token), plus the most the request may generate (its ``max_tokens`` times its
+choices, or RATE_LIMIT_DEFAULT_COMPLETION_TOKENS when it names none); a request is refused when
+the reservation does not fit in what is left of its window. After the call the unused part of
+the completion reservation is given back (the backend's reported usage, one token per streamed
+event, nothing for a cache hit or a failure). So one request can no longer overshoot the
+limit by its whole completion.
 
 If Redis is down, limits fail open: the requests are served and ``modelfleet_redis_up`` is 0. A
 cache outage should not become an outage of the API; the in-flight cap still bounds the load.
@@ -50,7 +54,9 @@ class RateLimiter:
         return bool(self.tpm) and self.redis.configured
 
     async def check(self, client_id: str, prompt_tokens: int | None) -> None:
-        """Count this request; raise RateLimited (429 + Retry-After) if a window is full."""
+        """Count this request; raise RateLimited (429 + Retry-After) if a window is full.
+
+        ``prompt_tokens`` is the whole reservation (prompt estimate + completion budget)."""
         use_tpm = bool(self.tpm) and prompt_tokens is not None
         if not (self.rpm or use_tpm) or not self.redis.configured:
             return
@@ -81,19 +87,24 @@ class RateLimiter:
                 retry_after=retry_after,
                 code="rate_limit_requests",
             )
-        if use_tpm:
-            used_before = results[-2] - (prompt_tokens or 0)
-            if used_before >= self.tpm:
-                self.metrics.refused("tokens")
-                raise RateLimited(
-                    f"rate limit reached: {self.tpm} tokens per minute",
-                    retry_after=retry_after,
-                    code="rate_limit_tokens",
+        if use_tpm and results[-2] > self.tpm:
+            reserve = prompt_tokens or 0
+            # Not counted after all: a refused request must not eat the window.
+            with contextlib.suppress(RedisDown):
+                await self.redis.call(lambda r: r.decrby(tpm_key, reserve))
+            self.metrics.refused("tokens")
+            if reserve > self.tpm:
+                message = (
+                    f"this request may use {reserve} tokens (prompt + max_tokens), over the "
+                    f"limit of {self.tpm} tokens per minute: lower max_tokens"
                 )
+            else:
+                message = f"rate limit reached: {self.tpm} tokens per minute"
+            raise RateLimited(message, retry_after=retry_after, code="rate_limit_tokens")
 
     async def add_tokens(self, client_id: str, tokens: int) -> None:
-        """Add the completion tokens of a finished request to its window."""
-        if not self.counts_tokens() or tokens <= 0:
+        """Settle a finished request: add ``tokens`` (negative: give back) to its window."""
+        if not self.counts_tokens() or tokens == 0:
             return
         key = f"mf:rl:{client_id}:t:{int(self.clock() // WINDOW_S)}"
         with contextlib.suppress(RedisDown):

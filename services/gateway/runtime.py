@@ -109,7 +109,7 @@ class GatewayRuntime:
             Authenticate(self.keys, metrics),
             self.admit,
             ReadBody(max_body_bytes=s.max_body_bytes),
-            Limit(limiter, metrics),
+            Limit(limiter, metrics, s.rate_limit_default_completion_tokens),
             self.cache_lookup,
             FallBack(self.pools, self.upstream, metrics, retry_after_s=retry_after_s),
             Forward(self.pools, self.upstream),

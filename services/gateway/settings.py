@@ -150,6 +150,12 @@ class GatewaySettings(ServiceSettings):
     # -- admission --------------------------------------------------------------------------
     rate_limit_rpm: int = Field(default=0, ge=0, description="Requests/minute per key; 0 = off")
     rate_limit_tpm: int = Field(default=0, ge=0, description="Tokens/minute per key; 0 = off")
+    rate_limit_default_completion_tokens: int = Field(
+        default=256,
+        ge=0,
+        description="tokens reserved against RATE_LIMIT_TPM for a request that names no "
+        "max_tokens (settled with the real usage afterwards)",
+    )
     max_in_flight: int = Field(default=512, ge=1)
     max_body_bytes: int = Field(default=4 << 20, ge=1024)
     max_response_bytes: int = Field(

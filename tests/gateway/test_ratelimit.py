@@ -44,8 +44,9 @@ def test_requests_per_minute_per_key(fake_openai: Proc, redis_proc: Proc) -> Non
 def test_tokens_per_minute_count_prompt_estimate_and_completion(
     fake_openai: Proc, redis_proc: Proc
 ) -> None:
-    env = {"API_KEYS": A, "RATE_LIMIT_TPM": "100"}
-    # ~200 bytes of body: ~50 prompt tokens by the gateway's estimate, plus 3 completion tokens.
+    env = {"API_KEYS": A, "RATE_LIMIT_TPM": "120"}
+    # ~200 bytes of body: ~50 prompt tokens by the gateway's estimate, plus 3 completion tokens
+    # (reserved as max_tokens, settled with the usage): two fit in 120, the third does not.
     body = {"messages": [{"role": "user", "content": "x" * 150}], "max_tokens": 3}
     with gateway({"llm": fake_openai.url}, redis_proc, env) as gw:
         fresh_window()

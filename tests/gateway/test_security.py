@@ -298,3 +298,33 @@ def test_x_forwarded_for_counts_only_from_configured_proxies(
     else:
         # One client (127.0.0.1), whatever the header says: over 2 a minute, refused.
         assert statuses[2:] == [429, 429], statuses
+
+
+# -- finding 6: tokens per minute are reserved before the call ---------------------------------
+
+
+def test_tokens_per_minute_reserve_max_tokens_up_front_and_settle_after(
+    fake_openai: Proc, redis_proc: Proc
+) -> None:
+    """The fake backend reports 3 completion tokens whatever max_tokens says."""
+    key = f"key-tpm-{random.randrange(1 << 30):08x}"  # a window of its own
+    env = {"API_KEYS": key, "RATE_LIMIT_TPM": "200"}
+    headers = {"authorization": f"Bearer {key}"}
+    with gateway({"llm": fake_openai.url}, redis_proc, env) as gw:
+        if time.time() % 60 > 50:  # fixed one-minute windows: not across a rollover
+            time.sleep(61 - time.time() % 60)
+
+        def chat(max_tokens: int) -> httpx.Response:
+            body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}
+            return httpx.post(
+                f"{gw.url}/v1/chat/completions", json=body, headers=headers, timeout=10
+            )
+
+        # One request may not overshoot the limit by its completion: refused up front.
+        err = assert_openai_error(chat(1000), 429)
+        assert err["code"] == "rate_limit_tokens" and "max_tokens" in str(err["message"])
+        # ~15 prompt + 150 reserved fits; the unused 147 come back after the answer, so the
+        # same request fits again (without settling, 2 x 165 > 200).
+        assert chat(150).status_code == 200
+        time.sleep(0.2)  # settled just after the answer
+        assert chat(150).status_code == 200
