@@ -38,7 +38,9 @@ def create_app(
             await rt.open(stack)
             yield
 
-    app = fleet_fastapi("modelfleet gateway", lifespan, description=DESCRIPTION)
+    app = fleet_fastapi(
+        "modelfleet gateway", lifespan, description=DESCRIPTION, docs=settings.docs_enabled()
+    )
     add_operational_routes(app, rt.metrics.render, rt.ready)
     table = RouteTable(app, rt.pipeline.routes(), max_body=settings.max_body_bytes)
 

@@ -10,8 +10,10 @@ the completion reservation is given back (the backend's reported usage, one toke
 event, nothing for a cache hit or a failure). So one request can no longer overshoot the
 limit by its whole completion.
 
-If Redis is down, limits fail open: the requests are served and ``modelfleet_redis_up`` is 0. A
-cache outage should not become an outage of the API; the in-flight cap still bounds the load.
+If Redis is down, RATE_LIMIT_FAIL_MODE decides: ``open`` (default) serves the requests unlimited
+(``modelfleet_redis_up`` is 0; a cache outage should not become an outage of the API, and the
+in-flight cap still bounds the load), ``closed`` refuses them (503), ``local`` counts them in
+this process's own windows (each gateway replica then allows the full limit).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable
 
 import redis.asyncio as redis
 
-from modelfleet.errors import RateLimited
+from modelfleet.errors import RateLimited, ServiceUnavailable
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.redisconn import RedisDown, RedisGuard
 
@@ -43,7 +45,11 @@ class RateLimiter:
         rpm: int,
         tpm: int,
         clock: Callable[[], float] = time.time,
+        fail_mode: str = "open",
     ) -> None:
+        self.fail_mode = fail_mode
+        self._local: dict[str, int] = {}  # the fallback windows of fail_mode=local
+        self._local_window = -1
         self.redis = redis
         self.clock = clock  # wall time: the windows are shared by every gateway replica
         self.metrics = metrics
@@ -79,7 +85,13 @@ class RateLimiter:
         try:
             results = await self.redis.call(count)
         except RedisDown:
-            return
+            if self.fail_mode == "open":
+                return
+            if self.fail_mode == "closed":
+                raise ServiceUnavailable(
+                    "rate limits are unavailable (Redis is down)", retry_after=5
+                ) from None
+            results = self._count_locally(window, rpm_key, tpm_key, use_tpm, prompt_tokens or 0)
         if self.rpm and results[0] > self.rpm:
             self.metrics.refused("requests")
             raise RateLimited(
@@ -101,6 +113,22 @@ class RateLimiter:
             else:
                 message = f"rate limit reached: {self.tpm} tokens per minute"
             raise RateLimited(message, retry_after=retry_after, code="rate_limit_tokens")
+
+    def _count_locally(
+        self, window: int, rpm_key: str, tpm_key: str, use_tpm: bool, tokens: int
+    ) -> list[int]:
+        """The pipeline's answers, from this process's windows (RATE_LIMIT_FAIL_MODE=local)."""
+        if window != self._local_window:
+            self._local.clear()  # one window at a time: memory bounded by the clients of a minute
+            self._local_window = window
+        results: list[int] = []
+        if self.rpm:
+            self._local[rpm_key] = self._local.get(rpm_key, 0) + 1
+            results += [self._local[rpm_key], 1]
+        if use_tpm:
+            self._local[tpm_key] = self._local.get(tpm_key, 0) + tokens
+            results += [self._local[tpm_key], 1]
+        return results
 
     async def add_tokens(self, client_id: str, tokens: int) -> None:
         """Settle a finished request: add ``tokens`` (negative: give back) to its window."""

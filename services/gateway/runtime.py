@@ -26,7 +26,7 @@ from services.gateway.redisconn import RedisGuard
 from services.gateway.routing import Router, build_router
 from services.gateway.settings import GatewaySettings
 from services.gateway.stages.admit import Admit
-from services.gateway.stages.authenticate import Authenticate
+from services.gateway.stages.authenticate import Authenticate, single_authorization
 from services.gateway.stages.cache_lookup import CacheLookup
 from services.gateway.stages.fall_back import FallBack
 from services.gateway.stages.forward import Forward
@@ -103,7 +103,13 @@ class GatewayRuntime:
             self.cache, self.pools, metrics, frozenset(s.cache_shared_routes)
         )
         retry_after_s = max(1.0, s.health_interval_s)
-        limiter = RateLimiter(self.redis, metrics, rpm=s.rate_limit_rpm, tpm=s.rate_limit_tpm)
+        limiter = RateLimiter(
+            self.redis,
+            metrics,
+            rpm=s.rate_limit_rpm,
+            tpm=s.rate_limit_tpm,
+            fail_mode=s.rate_limit_fail_mode,
+        )
         # The request path, in order: see services/gateway/pipeline.py.
         self.pipeline = Pipeline([
             Authenticate(self.keys, metrics),
@@ -140,11 +146,11 @@ class GatewayRuntime:
 
     def authenticate_request(self, request: Request) -> None:
         """The API-key check of the gateway's own /v1 routes (the pipeline has its own stage)."""
+        value = single_authorization(request.scope["headers"])
         if self.keys.open:
             return
-        value = request.headers.get("authorization")
         try:
-            self.keys.identify(value.encode("latin-1") if value is not None else None)
+            self.keys.identify(value)
         except FleetError:
             self.metrics.refused("auth")
             raise

@@ -150,6 +150,11 @@ class GatewaySettings(ServiceSettings):
     # -- admission --------------------------------------------------------------------------
     rate_limit_rpm: int = Field(default=0, ge=0, description="Requests/minute per key; 0 = off")
     rate_limit_tpm: int = Field(default=0, ge=0, description="Tokens/minute per key; 0 = off")
+    rate_limit_fail_mode: Literal["open", "closed", "local"] = Field(
+        default="open",
+        description="while Redis is down: open = no limits, closed = 503, local = this "
+        "replica's own in-process windows",
+    )
     rate_limit_default_completion_tokens: int = Field(
         default=256,
         ge=0,

@@ -62,8 +62,12 @@ def add_operational_routes(
         return Response(render_metrics(), media_type=CONTENT_TYPE)
 
 
-def fleet_fastapi(title: str, lifespan: Any, description: str = "") -> FastAPI:
-    """A FastAPI app as every fleet process builds it, with the one error mapping installed."""
+def fleet_fastapi(
+    title: str, lifespan: Any, description: str = "", *, docs: bool = True
+) -> FastAPI:
+    """A FastAPI app as every fleet process builds it, with the one error mapping installed.
+
+    ``docs=False`` (production, see ``DOCS``) serves neither /docs nor /openapi.json."""
     app = FastAPI(
         title=title,
         description=description,
@@ -71,7 +75,8 @@ def fleet_fastapi(title: str, lifespan: Any, description: str = "") -> FastAPI:
         strict_content_type=False,
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url="/docs" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
         redoc_url=None,
     )
     install_error_handlers(app)
@@ -93,7 +98,9 @@ def create_app(service: ModelService) -> ASGIApp:
                 await task
             await service.stop()
 
-    app = fleet_fastapi(f"modelfleet {service.name}", lifespan)
+    app = fleet_fastapi(
+        f"modelfleet {service.name}", lifespan, docs=service.settings.docs_enabled()
+    )
     add_operational_routes(app, service.metrics.render, lambda: service.ready)
 
     @app.get("/v1/models", summary="List the served model")
@@ -120,8 +127,9 @@ async def _start(service: ModelService) -> None:
         await service.start()
     except asyncio.CancelledError:
         raise
-    except BaseException as exc:
-        service.failed = f"model failed to load: {exc}"
+    except BaseException:
+        # The exception text (paths, hosts, tokens in URLs) goes to the log, not to clients.
+        service.failed = "model failed to load (see the service's log)"
         log.exception("model failed to load; shutting down")
         # A pod that can never become ready should restart, not sit unready forever.
         os.kill(os.getpid(), signal.SIGTERM)

@@ -11,6 +11,7 @@ Every failure a client can see is one of these exceptions, mapped to HTTP in one
     ├── AuthenticationFailed        401 authentication_error
     ├── NotFound                    404 not_found_error
     ├── PayloadTooLarge             413 invalid_request_error
+    ├── UnsupportedMediaType        415 invalid_request_error
     ├── RateLimited                 429 rate_limit_error       (Retry-After)
     │   └── Overloaded              429 rate_limit_error       (queue full / in-flight cap)
     ├── BadGateway                  502 server_error           (code bad_gateway)
@@ -93,6 +94,12 @@ class PayloadTooLarge(FleetError):
     status_code = 413
     error_type = "invalid_request_error"
     default_code = "payload_too_large"
+
+
+class UnsupportedMediaType(FleetError):
+    status_code = 415
+    error_type = "invalid_request_error"
+    default_code = "unsupported_media_type"
 
 
 class RateLimited(FleetError):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelfleet.errors import UnsupportedMediaType, error_response
 from modelfleet.logs import request_id_var
 from modelfleet.metrics import Metrics
 
@@ -26,28 +28,58 @@ access_log = logging.getLogger("modelfleet.access")
 CLIENT_CLOSED = 499
 
 
+# An incoming X-Request-ID is echoed, logged and forwarded: only a safe alphabet is kept (no
+# quotes, spaces or control characters to forge log lines or headers); anything else is replaced.
+_SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,%d}" % _MAX_REQUEST_ID)
+
+
 def _incoming_request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER:
-            rid: str = value.decode("latin-1").strip()
-            if 0 < len(rid) <= _MAX_REQUEST_ID and rid.isprintable():
-                return rid
+            if _SAFE_REQUEST_ID.fullmatch(value):
+                return str(value.decode("ascii"))
             break
     # 128 random bits as 32 hex digits, like uuid4().hex without the UUID object and syscall.
     return f"{random.getrandbits(128):032x}"
 
 
 _FORM = b"application/x-www-form-urlencoded"
+# The types a browser may POST cross-origin without asking (CORS "simple requests"): a web page
+# could make a visitor's browser run inference on an open gateway. Never JSON routes' bodies.
+_BROWSER_SIMPLE = (b"text/plain", b"multipart/form-data")
 
 
-def _json_for_form_posts(scope: Scope) -> None:
-    """Read a form-typed body as JSON: no fleet route takes forms, and ``curl -d`` sends this."""
+def _json_for_form_posts(scope: Scope) -> UnsupportedMediaType | None:
+    """Refuse text/plain and multipart bodies (415), and form-typed bodies a browser sent.
+
+    ``curl -d`` sends its JSON as a form: without an ``Origin`` or ``Sec-Fetch-Mode`` header
+    (which every browser sends with a POST, and curl never does) it is read as JSON.
+    """
+    if scope["method"] != "POST":
+        return None
     headers = scope["headers"]
-    for i, (name, value) in enumerate(headers):
-        if name == b"content-type":
-            if value.startswith(_FORM):
-                scope["headers"] = [*headers[:i], (name, b"application/json"), *headers[i + 1 :]]
-            return
+    browser = False
+    ctype_at = -1
+    for i, (header, _) in enumerate(headers):
+        if header == b"content-type":
+            ctype_at = i
+        elif header in (b"origin", b"sec-fetch-mode"):
+            browser = True
+    if ctype_at < 0:
+        return None
+    name, value = headers[ctype_at]
+    media = value.split(b";", 1)[0].strip().lower()
+    if media in _BROWSER_SIMPLE or (media == _FORM and browser):
+        return UnsupportedMediaType(
+            f"Content-Type {media.decode('latin-1')!r} is not accepted: send application/json"
+        )
+    if media == _FORM:
+        scope["headers"] = [
+            *headers[:ctype_at],
+            (name, b"application/json"),
+            *headers[ctype_at + 1 :],
+        ]
+    return None
 
 
 class _RouteMeters:
@@ -89,7 +121,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         rid = _incoming_request_id(scope)
-        _json_for_form_posts(scope)
+        refused = _json_for_form_posts(scope)
         token = request_id_var.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
         path: str = scope["path"]
@@ -110,7 +142,10 @@ class RequestContextMiddleware:
             meters.in_flight.inc()
         failed = True
         try:
-            await self.app(scope, receive, send_wrapper)
+            if refused is not None:
+                await error_response(refused)(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, receive, send_wrapper)
             failed = False
         finally:
             if not status:

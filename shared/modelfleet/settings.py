@@ -32,6 +32,10 @@ class ServiceSettings(BaseSettings):
     log_json: bool = True
     access_log: bool = True
     environment: Literal["development", "staging", "production"] = "development"
+    docs: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="/docs and /openapi.json: auto = on except in production",
+    )
     forwarded_allow_ips: str = Field(
         default="",
         description="comma-separated addresses (or *) whose X-Forwarded-For/-Proto are "
@@ -52,6 +56,9 @@ class ServiceSettings(BaseSettings):
     malloc_arena_max: int = Field(
         default=2, ge=0, le=1024, description="glibc malloc arenas at most; 0 = glibc default"
     )
+
+    def docs_enabled(self) -> bool:
+        return self.docs == "on" or (self.docs == "auto" and self.environment != "production")
 
 
 class ModelServiceSettings(ServiceSettings):

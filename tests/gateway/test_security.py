@@ -328,3 +328,85 @@ def test_tokens_per_minute_reserve_max_tokens_up_front_and_settle_after(
         assert chat(150).status_code == 200
         time.sleep(0.2)  # settled just after the answer
         assert chat(150).status_code == 200
+
+
+# -- finding 10: the lower ones -----------------------------------------------------------------
+
+
+def test_duplicate_authorization_headers_are_a_400(fake_openai: Proc) -> None:
+    with gateway({"llm": fake_openai.url}, None, {"API_KEYS": KEY_A}) as gw:
+        headers = [("authorization", f"Bearer {KEY_A}"), ("authorization", "Bearer other")]
+        for path, method in (("/v1/chat/completions", "POST"), ("/v1/models", "GET")):
+            r = httpx.request(
+                method, f"{gw.url}{path}", json={"messages": CHAT}, headers=headers, timeout=10
+            )
+            assert assert_openai_error(r, 400)["code"] == "duplicate_authorization"
+
+
+@pytest.mark.parametrize("value", ['a"b', "a b", "x" * 129, "ünï", "<script>"])
+def test_an_unsafe_request_id_is_replaced_by_a_fresh_one(embedding_proc: Proc, value: str) -> None:
+    r = httpx.get(
+        f"{embedding_proc.url}/v1/models",
+        headers={"x-request-id": value.encode()},
+        timeout=10,
+    )
+    assert r.headers["x-request-id"] != value and len(r.headers["x-request-id"]) == 32
+
+
+def test_a_safe_request_id_is_kept(embedding_proc: Proc) -> None:
+    rid = "trace-01.AB:cd_9"
+    r = httpx.get(f"{embedding_proc.url}/v1/models", headers={"x-request-id": rid}, timeout=10)
+    assert r.headers["x-request-id"] == rid
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"content-type": "text/plain"},
+        {"content-type": "multipart/form-data; boundary=x"},
+        {"content-type": "application/x-www-form-urlencoded", "origin": "https://evil.example"},
+    ],
+    ids=["text-plain", "multipart", "browser-form"],
+)
+def test_bodies_a_browser_may_post_cross_origin_are_refused_with_415(
+    embedding_proc: Proc, headers: dict[str, str]
+) -> None:
+    body = b'{"input": "a web page made a browser send this"}'
+    with gateway({"embedding": embedding_proc.url}) as gw:
+        for url in (embedding_proc.url, gw.url):
+            r = httpx.post(f"{url}/v1/embeddings", content=body, headers=headers, timeout=10)
+            assert assert_openai_error(r, 415)["code"] == "unsupported_media_type"
+
+
+def test_docs_and_openapi_are_off_in_production(fake_openai: Proc) -> None:
+    env = {"ENVIRONMENT": "production", "API_KEYS": "k" * 32}
+    with gateway({"llm": fake_openai.url}, None, env) as gw:
+        for path in ("/docs", "/openapi.json"):
+            assert httpx.get(f"{gw.url}{path}", timeout=10).status_code == 404
+    with gateway({"llm": fake_openai.url}) as gw:  # development: on
+        assert httpx.get(f"{gw.url}/openapi.json", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("mode", ["open", "closed", "local"])
+def test_rate_limits_while_redis_is_down_follow_the_fail_mode(mode: str) -> None:
+    """Redis at a port nothing listens on: the limiter's answer is RATE_LIMIT_FAIL_MODE's."""
+    from tests.support.procs import free_port
+
+    env = {
+        "RATE_LIMIT_RPM": "2",
+        "RATE_LIMIT_FAIL_MODE": mode,
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    with gateway({}, None, env) as gw:
+        answers = [
+            httpx.post(f"{gw.url}/v1/embeddings", json={"input": "x"}, timeout=10) for _ in range(3)
+        ]
+    statuses = [r.status_code for r in answers]
+    limiter_refused = ["rate limits are unavailable" in r.text for r in answers]
+    # No embedding replica: an admitted request is a 503 from the empty pool.
+    if mode == "open":
+        assert statuses == [503, 503, 503] and not any(limiter_refused)
+    elif mode == "closed":
+        assert statuses == [503, 503, 503] and all(limiter_refused)
+    else:
+        assert statuses == [503, 503, 429] and not any(limiter_refused)

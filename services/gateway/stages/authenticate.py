@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelfleet.errors import FleetError
+from modelfleet.errors import FleetError, InvalidRequest
 from services.gateway.auth import ApiKeys
 from services.gateway.exchange import Exchange, Next, Outcome
 from services.gateway.metrics import GatewayMetrics
@@ -15,6 +15,7 @@ class Authenticate:
 
     async def __call__(self, ex: Exchange, call_next: Next) -> Outcome:
         if self.keys.open:
+            single_authorization(ex.scope["headers"])
             client = ex.scope.get("client")
             ex.client_id = f"ip:{client[0]}" if client else "anonymous"
         else:
@@ -27,7 +28,18 @@ class Authenticate:
 
 
 def _authorization(ex: Exchange) -> bytes | None:
-    for name, value in ex.scope["headers"]:
+    return single_authorization(ex.scope["headers"])
+
+
+def single_authorization(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The one Authorization header; two are a 400, not "the last one wins" (a proxy and a
+    client may each add one, and which is checked must never be ambiguous)."""
+    found: bytes | None = None
+    for name, value in headers:
         if name == b"authorization":
-            return bytes(value)
-    return None
+            if found is not None:
+                raise InvalidRequest(
+                    "more than one Authorization header", code="duplicate_authorization"
+                )
+            found = bytes(value)
+    return found
