@@ -41,7 +41,7 @@ def create_app(
     app = fleet_fastapi(
         "modelfleet gateway", lifespan, description=DESCRIPTION, docs=settings.docs_enabled()
     )
-    add_operational_routes(app, rt.metrics.render, rt.ready)
+    add_operational_routes(app, rt.metrics.render, rt.ready, metrics=not settings.metrics_port)
     table = RouteTable(app, rt.pipeline.routes(), max_body=settings.max_body_bytes)
 
     keyed = [Depends(rt.authenticate_request)]

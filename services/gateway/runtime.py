@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from prometheus_client import start_http_server
 from starlette.requests import Request
 
 from modelfleet.api import FLEET_ROUTES, POOLS, CacheMode
@@ -126,6 +127,13 @@ class GatewayRuntime:
         """Start everything; ``stack`` closes each, in reverse, however far startup got."""
         if self.keys.open:
             log.warning("no API keys configured: the /v1 API is open to anyone who can reach it")
+        if self.settings.metrics_port:
+            # /metrics alone on its own port (a thread: scrapes are rare and tiny).
+            server, _ = start_http_server(
+                self.settings.metrics_port, self.settings.host, self.metrics.registry
+            )
+            stack.callback(server.server_close)
+            stack.callback(server.shutdown)
         stack.push_async_callback(self.control.aclose)
         stack.callback(self.h1.close)
         stack.push_async_callback(self.redis.close)

@@ -162,6 +162,13 @@ class GatewaySettings(ServiceSettings):
         "max_tokens (settled with the real usage afterwards)",
     )
     max_in_flight: int = Field(default=512, ge=1)
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="serve /metrics on this port only (a NetworkPolicy can then admit "
+        "monitoring to metrics and not to the API); 0 = /metrics on the API port",
+    )
     max_body_bytes: int = Field(default=4 << 20, ge=1024)
     max_response_bytes: int = Field(
         default=32 << 20,

@@ -43,9 +43,14 @@ def json_response(
 
 
 def add_operational_routes(
-    app: FastAPI, render_metrics: Callable[[], bytes], is_ready: Callable[[], bool]
+    app: FastAPI,
+    render_metrics: Callable[[], bytes],
+    is_ready: Callable[[], bool],
+    *,
+    metrics: bool = True,
 ) -> None:
-    """``/health`` (liveness), ``/ready`` (readiness) and ``/metrics``."""
+    """``/health`` (liveness), ``/ready`` (readiness) and, unless served on a port of its own
+    (``metrics=False``), ``/metrics``."""
 
     @app.get("/health", include_in_schema=False)
     async def health() -> Response:
@@ -57,8 +62,11 @@ def add_operational_routes(
             return json_response({"status": "ready"})
         return error_response(ModelNotReady("not ready", retry_after=5))
 
+    if not metrics:
+        return
+
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def render() -> Response:
         return Response(render_metrics(), media_type=CONTENT_TYPE)
 
 

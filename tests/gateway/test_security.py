@@ -410,3 +410,17 @@ def test_rate_limits_while_redis_is_down_follow_the_fail_mode(mode: str) -> None
         assert statuses == [503, 503, 503] and all(limiter_refused)
     else:
         assert statuses == [503, 503, 429] and not any(limiter_refused)
+
+
+def test_metrics_on_their_own_port(fake_openai: Proc) -> None:
+    """METRICS_PORT: /metrics there and only there (the API port answers 404)."""
+    from tests.support.procs import free_port
+
+    port = free_port()
+    with gateway({"llm": fake_openai.url}, None, {"METRICS_PORT": str(port)}) as gw:
+        assert httpx.get(f"{gw.url}/metrics", timeout=10).status_code == 404
+        r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert r.status_code == 200 and "modelfleet_" in r.text
+        # Nothing of the API there: whatever the path, the answer is the metrics text.
+        api = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10)
+        assert "application/json" not in api.headers.get("content-type", "")
