@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -69,6 +70,22 @@ async def validate_body(model: type[BaseModel], raw: bytes) -> Any:
     return await asyncio.to_thread(model.model_validate_json, raw)
 
 
+def _with_lone_surrogates(model: type[BaseModel], raw: bytes, exc: ValidationError) -> Any:
+    """The body validated from stdlib JSON when the fast parser refused a lone surrogate.
+
+    JSON may escape one (``"\\ud800"``) and the fast parser calls that invalid JSON, with no
+    field to name; parsed leniently, the service refuses it with a 400 naming the field that
+    holds it (``DecoderService``'s Unicode check). Any other validation error stands."""
+    errors = exc.errors(include_url=False, include_input=False)
+    if not (errors and errors[0]["type"] == "json_invalid" and "hex escape" in errors[0]["msg"]):
+        raise exc
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise exc from None
+    return model.model_validate(data)
+
+
 class RouteTable:
     """Registers ``routes`` on ``app`` and serves the raw ones; everything else goes to ``app``."""
 
@@ -117,7 +134,11 @@ class RouteTable:
             return await route.handler(None, request)
         raw = await read_request_body(scope, receive, self.max_body)
         request._body = raw  # starlette's cache: request.body() returns it without reading
-        return await route.handler(await validate_body(model, raw), request)
+        try:
+            body = await validate_body(model, raw)
+        except ValidationError as exc:
+            body = _with_lone_surrogates(model, raw, exc)
+        return await route.handler(body, request)
 
 
 def _endpoint(route: Route) -> Callable[..., Awaitable[Response]]:
