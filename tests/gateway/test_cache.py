@@ -28,7 +28,9 @@ def test_key_is_canonical_json_plus_route_and_model_identity() -> None:
     assert k != cache_key(EMB, "minilm@sha256:2", {"input": ["a"], "model": "m"})
     assert k != cache_key("/v1/similarity", "minilm@sha256:1", {"input": ["a"], "model": "m"})
     assert k != cache_key(EMB, "minilm@sha256:1", {"input": ["b"], "model": "m"})
-    assert k.startswith("mf:cache:v1:/v1/embeddings:")
+    # v2: keys carry the tenant (an API key's id), unless the route is shared across tenants.
+    assert k.startswith("mf:cache:v2:/v1/embeddings:")
+    assert k != cache_key(EMB, "minilm@sha256:1", {"input": ["a"], "model": "m"}, "key:abc")
 
 
 def test_cache_control_directives() -> None:
