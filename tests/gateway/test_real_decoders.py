@@ -61,6 +61,16 @@ def test_chat_is_served_by_the_real_generation_service_when_llm_is_down(
         chunks = [c for c in stream]
         assert {c.object for c in chunks} == {"chat.completion.chunk"}
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        # What completions cannot honour is not silently dropped: no fallback, a 503.
+        for extra in (
+            {"response_format": {"type": "json_object"}},
+            {"tools": [{"type": "function", "function": {"name": "f"}}]},
+            {"logprobs": True},
+        ):
+            r = httpx.post(f"{gw.url}/v1/chat/completions", timeout=30,
+                           json={"messages": CHAT, "max_tokens": 4, **extra})  # fmt: skip
+            assert r.status_code == 503 and "x-fleet-degraded" not in r.headers, (extra, r.text)
+            assert r.headers["retry-after"]
 
 
 def test_completions_are_served_by_the_real_llm_service_when_generation_is_down(
