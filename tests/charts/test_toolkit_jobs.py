@@ -129,6 +129,9 @@ def test_the_scenario_keeps_the_contract_and_the_jobs_are_placed_on_gpus() -> No
         assert {"backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"} <= set(
             job["spec"]
         )
+    # NOTES.txt tells how to follow each Job.
+    assert f"logs -f job/{jobs['train']['metadata']['name']}" in out.notes
+    assert "app.kubernetes.io/component=tune" in out.notes
     # The tuning workers may reach the built-in Redis through its NetworkPolicy.
     policy = out.get("NetworkPolicy", component_name("redis"))
     peers = [p for rule in policy["spec"]["ingress"] for p in rule.get("from", [])]
