@@ -271,3 +271,21 @@ def test_two_rendered_tuning_workers_share_one_study(tmp: Path, tiny_model: Path
                 p.kill()
                 p.wait()
         redis.stop()
+
+
+def test_an_upgrade_keeps_a_job_unless_its_pod_would_change() -> None:
+    """A Job's pod template is immutable: `helm upgrade` with a changed template would fail, and
+    recreating an unchanged Job would train again. The name follows the template exactly."""
+
+    def names(**overrides: Any) -> dict[str, str]:
+        out = render(SCENARIO, **overrides)
+        return {j["metadata"]["labels"]["app.kubernetes.io/component"]: j["metadata"]["name"]
+                for j in out.kinds("Job")}  # fmt: skip
+
+    base = names()
+    assert names(commonLabels={"team": "ml"}) == base  # labels outside the pod template
+    assert names(gateway__replicas=3) == base
+    changed = names(toolkit__training__config__epochs=4)  # the ConfigMap, hashed into the pod
+    assert changed["train"] != base["train"] and changed["tune"] == base["tune"]
+    placed = names(gpuScheduling__runtimeClassName="nvidia")
+    assert placed["train"] != base["train"] and placed["tune"] != base["tune"]

@@ -11,13 +11,13 @@ services' rule), the fleet's security contexts. (dict "root" $ "component" "trai
 {{- include "modelfleet.componentName" (dict "root" . "component" "toolkit") }}
 {{- end }}
 
-{{/* A Job's name: "<fullname>-<component>-<hash of its config, image and env>", so an upgrade
-with the same settings keeps the Job (a Job's pod template is immutable) and new settings start a
-new one. (dict "root" $ "component" "train" "job" .Values.toolkit.training) */}}
+{{/* A Job's name: "<fullname>-<component>-<hash of its rendered pod template>". A Job's pod
+template is immutable: an upgrade that changes nothing in it keeps the Job (no rerun), one that
+changes it (config, image, env, placement) starts a new Job instead of failing. Same arguments
+as modelfleet.toolkitPodSpec. */}}
 {{- define "modelfleet.toolkitJobName" -}}
-{{- $tk := .root.Values.toolkit }}
-{{- $hash := toJson (list .job $tk.image $tk.env $tk.extraEnv $tk.mlflow $tk.data $tk.gpu $tk.resources) | sha256sum | trunc 8 }}
-{{- printf "%s-%s" (include "modelfleet.componentName" (dict "root" .root "component" .component)) $hash }}
+{{- $pod := include "modelfleet.toolkitPodSpec" . }}
+{{- printf "%s-%s" (include "modelfleet.componentName" (dict "root" .root "component" .component)) ($pod | sha256sum | trunc 8) }}
 {{- end }}
 
 {{- define "modelfleet.toolkitPodSpec" -}}
@@ -26,9 +26,13 @@ new one. (dict "root" $ "component" "train" "job" .Values.toolkit.training) */}}
 {{- $ctx := dict "root" $root "component" .component }}
 {{- $placement := include "modelfleet.gpuPlacement" (dict "root" $root "spec" $tk "resources" $tk.resources) | fromJson }}
 metadata:
+  # Selector labels only: a chart version in the (immutable) template would make every chart
+  # upgrade a new Job, i.e. a new training run.
   labels:
-    {{- include "modelfleet.labels" $ctx | nindent 4 }}
+    {{- include "modelfleet.selectorLabels" $ctx | nindent 4 }}
+    app.kubernetes.io/part-of: modelfleet
   annotations:
+    # The config is in the (mutable) ConfigMap: its hash here makes a new config a new Job.
     checksum/config: {{ toYaml .job.config | sha256sum }}
     {{- with $tk.podAnnotations }}
     {{- toYaml . | nindent 4 }}
