@@ -132,6 +132,10 @@ def test_the_scenario_keeps_the_contract_and_the_jobs_are_placed_on_gpus() -> No
     # NOTES.txt tells how to follow each Job.
     assert f"logs -f job/{jobs['train']['metadata']['name']}" in out.notes
     assert "app.kubernetes.io/component=tune" in out.notes
+    # The study's journal keys never expire: an allkeys-* eviction policy may drop them.
+    assert "WARNING: redis.maxmemoryPolicy" not in out.notes
+    evicting = render(SCENARIO, redis__maxmemoryPolicy="allkeys-lru").notes
+    assert "WARNING: redis.maxmemoryPolicy=allkeys-lru may evict the study" in evicting
     # The tuning workers may reach the built-in Redis through its NetworkPolicy.
     policy = out.get("NetworkPolicy", component_name("redis"))
     peers = [p for rule in policy["spec"]["ingress"] for p in rule.get("from", [])]
