@@ -161,7 +161,7 @@ def test_the_toolkit_image_has_the_toolkit_extra_and_runs_the_cli() -> None:
     build_run = next(a for w, a in stages()["build"] if w == "RUN" and "pip install" in a)
     assert "modelfleet tune --help" in build_run
     runtime = " ".join(a for w, a in stages()["runtime"] if w == "RUN")
-    assert "toolkit)" in runtime.replace("|toolkit)", "toolkit)")
+    assert "|toolkit) ;;" in runtime
     assert "exec modelfleet" in runtime
     assert "[toolkit]=" in BUILD_SH.read_text()
 
