@@ -93,6 +93,8 @@ class Rendered:
     def pod_specs(self) -> Iterator[tuple[str, dict[str, Any]]]:
         for w in self.workloads():
             yield f"{w['kind']}/{w['metadata']['name']}", w["spec"]["template"]["spec"]
+        for j in self.kinds("Job"):
+            yield f"Job/{j['metadata']['name']}", j["spec"]["template"]["spec"]
         for p in self.kinds("Pod"):
             yield f"Pod/{p['metadata']['name']}", p["spec"]
 
