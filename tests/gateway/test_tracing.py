@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from tests.conftest import LLM_ENV
-from tests.gateway.conftest import EMBEDDING_ENV, start_gateway
+from tests.gateway.conftest import EMBEDDING_ENV, gateway, start_gateway
+from tests.gateway.fakes import fake
 from tests.support.otlp import OtlpReceiver, ReceivedSpan, receiver
 from tests.support.procs import Proc, start_service, wait_until_ready
 
@@ -194,3 +195,36 @@ def test_a_request_without_traceparent_starts_a_root_trace_at_the_gateway(
     gw_server = next(s for s in spans if s.service == "gateway" and s.kind == SERVER)
     assert gw_server.parent_id == ""
     assert {s.service for s in spans} == {"gateway", "embedding"}
+
+
+def test_a_retry_is_a_second_client_span_of_the_same_request(
+    traced: tuple[Proc, Proc, Proc], otlp: OtlpReceiver
+) -> None:
+    """A replica answering 503 and the traced one in one pool: a request the gateway sent to
+    the failing replica first has two client spans, the second the parent of the service's."""
+    _, emb, _ = traced
+    env = {"OTLP_ENDPOINT": otlp.endpoint, **FAST_EXPORT, "CIRCUIT_FAILURE_THRESHOLD": "100"}
+    with (
+        fake("status", status=503) as bad,
+        gateway({"embedding": [bad.url, emb.url]}, env=env) as gw,
+    ):
+        retried = None
+        for _ in range(12):
+            trace_id, _, header = traceparent()
+            r = httpx.post(f"{gw.url}/v1/embeddings", json={"input": "retry me"},
+                           headers={"traceparent": header}, timeout=30)  # fmt: skip
+            assert r.status_code == 200, r.text
+            spans = otlp.wait_for(trace_id, complete("embedding", "/v1/embeddings", {"forward"}))
+            clients = [s for s in spans if s.service == "gateway" and s.kind == CLIENT]
+            if len(clients) == 2:
+                retried = (spans, clients)
+                break
+        assert retried is not None, "no request went to the failing replica first"
+    spans, clients = retried
+    gw_server = one(spans, "gateway", "POST /v1/embeddings", SERVER)
+    first, second = sorted(clients, key=lambda s: s.start_ns)
+    assert first.parent_id == second.parent_id == gw_server.span_id
+    assert (first.status, first.attributes["server.address"]) == (2, bad.url)
+    assert (second.status, second.attributes["server.address"]) == (0, emb.url)
+    assert first.end_ns <= second.start_ns
+    assert one(spans, "embedding", "POST /v1/embeddings", SERVER).parent_id == second.span_id

@@ -29,6 +29,7 @@ class ReceivedSpan:
     parent_id: str
     start_ns: int
     end_ns: int
+    status: int  # 0 unset, 1 ok, 2 error
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -88,6 +89,7 @@ class OtlpReceiver:
                             parent_id=s.parent_span_id.hex(),
                             start_ns=s.start_time_unix_nano,
                             end_ns=s.end_time_unix_nano,
+                            status=s.status.code,
                             attributes={a.key: _value(a.value) for a in s.attributes},
                         )
                     )

@@ -1,9 +1,11 @@
-"""Tracing off (no OTLP endpoint configured) costs nothing: no SDK, no spans, the app unwrapped.
+"""Tracing's configuration. Off (no OTLP endpoint configured) costs nothing: no SDK, no spans,
+the app unwrapped; on, the sample ratio applies to new traces and a caller's decision is followed.
 
-The gateway and a model service are built in a fresh interpreter, as their ``main()`` builds
-them, and a request goes through each; nothing of the OpenTelemetry SDK may be imported, no
-tracer provider installed (redis-py imports parts of the SDK's metrics for its own use; the trace
-SDK and the exporter must stay out), and the ASGI app served is the untraced one.
+The gateway is built in a fresh interpreter, as its ``main()`` builds it, and requests go
+through it in process (with and without a sampled ``traceparent``). With tracing off nothing of
+the OpenTelemetry trace SDK or exporter may be imported (redis-py imports parts of the SDK's
+metrics for its own use), no tracer provider is installed, and the ASGI app served is the
+untraced one.
 """
 
 from __future__ import annotations
@@ -34,12 +36,19 @@ from services.gateway.settings import GatewaySettings
 s = load_settings(GatewaySettings)
 on = tracing.configure("gateway", s.otlp_endpoint, s.trace_sample_ratio)
 app = create_app(s)
+memory = None
+if on:  # a second exporter, in memory, to see which spans were recorded
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    memory = InMemorySpanExporter()
+    trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(memory))
 
 async def main():
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
         r = await c.post("/v1/embeddings", json={"input": "x"},
                          headers={"traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"})
+        await c.post("/v1/embeddings", json={"input": "no traceparent"})
         return r.status_code
 
 status = asyncio.run(main())
@@ -51,6 +60,8 @@ print(json.dumps({
     "sdk_imported": sorted(m for m in sys.modules
                            if m.startswith(("opentelemetry.sdk.trace", "opentelemetry.exporter"))),
     "status": status,
+    "traces": sorted({f"{x.context.trace_id:032x}" for x in memory.get_finished_spans()})
+              if memory else [],
 }))
 """
 
@@ -86,6 +97,15 @@ def test_the_same_probe_with_an_endpoint_turns_tracing_on() -> None:
     assert got["unwrapped"] is False
     assert got["provider"] == "TracerProvider"
     assert got["sdk_imported"]
+    assert len(got["traces"]) == 2  # type: ignore[arg-type]
+
+
+def test_sample_ratio_zero_records_only_what_a_caller_sampled() -> None:
+    got = _probe({
+        "MODELFLEET_GATEWAY_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "MODELFLEET_GATEWAY_TRACE_SAMPLE_RATIO": "0",
+    })  # fmt: skip
+    assert got["traces"] == ["ab" * 16]
 
 
 @pytest.mark.parametrize(
