@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 from modelfleet.app import add_operational_routes, fleet_fastapi, json_response
 from modelfleet.middleware import RequestContextMiddleware
 from modelfleet.routes import RouteTable
+from modelfleet.trace_asgi import instrument
 from services.gateway.discovery import Discovery
 from services.gateway.routing import Router
 from services.gateway.runtime import GatewayRuntime
@@ -53,6 +54,8 @@ def create_app(
         return json_response(rt.snapshot())
 
     paths = [*table.paths, "/v1/models", "/v1/fleet"]
-    return RequestContextMiddleware(
-        table, metrics=rt.metrics, routes=paths, access_log_enabled=settings.access_log
+    return instrument(
+        RequestContextMiddleware(
+            table, metrics=rt.metrics, routes=paths, access_log_enabled=settings.access_log
+        )
     )

@@ -26,6 +26,8 @@ from modelfleet.middleware import RequestContextMiddleware
 from modelfleet.routes import RouteTable
 from modelfleet.service import ModelService
 from modelfleet.settings import ServiceSettings, load_settings
+from modelfleet.trace_asgi import instrument
+from modelfleet.tracing import configure as configure_tracing
 
 log = logging.getLogger("modelfleet.app")
 
@@ -73,6 +75,10 @@ def fleet_fastapi(title: str, lifespan: Any, description: str = "") -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # FastAPI's own OpenTelemetry spans would duplicate the server span every fleet process
+        # makes itself (modelfleet.trace_asgi), on raw and FastAPI routes alike; Prometheus has
+        # the metrics.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     install_error_handlers(app)
     return app
@@ -106,12 +112,14 @@ def create_app(service: ModelService) -> ASGIApp:
     table = RouteTable(app, service.routes(), max_body=max_body)
     app.state.service = service
     # Outside FastAPI's own middleware stack: the request id, metrics and access log wrap every
-    # request, the raw routes included.
-    return RequestContextMiddleware(
-        table,
-        metrics=service.metrics,
-        routes=["/v1/models", *table.paths],
-        access_log_enabled=s.access_log,
+    # request, the raw routes included; the trace span (when tracing is on) wraps those.
+    return instrument(
+        RequestContextMiddleware(
+            table,
+            metrics=service.metrics,
+            routes=["/v1/models", *table.paths],
+            access_log_enabled=s.access_log,
+        )
     )
 
 
@@ -148,6 +156,7 @@ def serve(service_cls: type[ModelService], settings_cls: type[ServiceSettings]) 
     reproducible_cpu_math()
     settings = load_settings(settings_cls)
     configure_logging(service_cls.name, settings.log_level, settings.log_json)
+    configure_tracing(service_cls.name, settings.otlp_endpoint, settings.trace_sample_ratio)
     try:
         service = service_cls(settings)  # type: ignore[arg-type]
     except FleetError as exc:

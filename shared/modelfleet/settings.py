@@ -45,6 +45,19 @@ class ServiceSettings(BaseSettings):
     malloc_arena_max: int = Field(
         default=2, ge=0, le=1024, description="glibc malloc arenas at most; 0 = glibc default"
     )
+    otlp_endpoint: str = Field(
+        default="",
+        description="base URL of an OTLP/HTTP trace collector (Jaeger, Zipkin, an OpenTelemetry "
+        "Collector: http://host:4318); spans go to <url>/v1/traces. Empty = the standard "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT; none set = tracing off",
+    )
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="share of new traces recorded when tracing is on; a request whose caller "
+        "sent a traceparent follows the caller's sampling decision",
+    )
 
 
 class ModelServiceSettings(ServiceSettings):

@@ -77,6 +77,15 @@ app.kubernetes.io/part-of: modelfleet
 {{- printf "MODELFLEET_%s_" (upper .) }}
 {{- end }}
 
+{{/* TCP port of a URL: its explicit port, else 443 for https and 80 for http. */}}
+{{- define "modelfleet.urlPort" -}}
+{{- $host := (urlParse .).host }}
+{{- if contains ":" $host }}{{ last (splitList ":" $host) }}
+{{- else if hasPrefix "https:" . }}443
+{{- else }}80
+{{- end }}
+{{- end }}
+
 {{/* Decoder services export token and time-to-first-token metrics. */}}
 {{- define "modelfleet.isDecoder" -}}
 {{- if has . (list "llm" "generation") }}true{{ end }}
@@ -251,6 +260,14 @@ livenessProbe:
   value: {{ .root.Values.logJson | quote }}
 - name: {{ $p }}ENVIRONMENT
   value: {{ .root.Values.environment | quote }}
+{{- with .root.Values.tracing }}
+{{- if .otlpEndpoint }}
+- name: {{ $p }}OTLP_ENDPOINT
+  value: {{ .otlpEndpoint | quote }}
+- name: {{ $p }}TRACE_SAMPLE_RATIO
+  value: {{ include "modelfleet.str" .sampleRatio | quote }}
+{{- end }}
+{{- end }}
 # The root filesystem is read-only: anything that writes under $HOME goes to /tmp.
 - name: HOME
   value: /tmp
