@@ -160,9 +160,10 @@ _PREFIXES = ("Value error, ", "Assertion failed, ")
 
 
 def _loc_to_param(loc: Sequence[Any]) -> str | None:
-    parts = [
-        str(p) for p in loc if p not in ("body", "query", "path", "header") and not _is_union_tag(p)
-    ]
+    # FastAPI's errors start with where the value was ("body"); a field may be named "query".
+    if len(loc) > 1 and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]
+    parts = [str(p) for p in loc if not _is_union_tag(p)]
     return ".".join(parts) or None
 
 
