@@ -74,7 +74,8 @@ def _token_ids(ids: list[Any], where: str) -> list[int]:
 
 
 class EmbeddingRequest(Strict):
-    input: str | list[str] | list[list[int]] = Field(description=TEXTS_OR_IDS)
+    # [int] is documented as such and becomes [[int]] (one input) once validated.
+    input: str | list[str] | list[int] | list[list[int]] = Field(description=TEXTS_OR_IDS)
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)

@@ -113,3 +113,17 @@ def test_classification_with_chinese_custom_labels(gw: Proc) -> None:
     assert {x["label"] for x in mapped.json()["data"][0]["labels"]} == {"正面", "负面"}
     err = assert_openai_error(post(gw, "/v1/classify", {"input": "x", "lables": labels}), 400)
     assert err["message"] == "unsupported parameter(s): lables"
+
+
+INTERNAL = ("constrained-str", "list[", "function-after", "Extra inputs", "Value error,")
+
+
+@pytest.mark.parametrize("value", [5, ["ok", 3], [["a"]], {"text": "x"}])
+def test_union_fields_fail_in_the_user_s_terms_at_gateway_and_service(
+    gw: Proc, classification_proc: Proc, value: Any
+) -> None:
+    for base in (gw.url, classification_proc.url):
+        r = httpx.post(base + "/v1/classify", json={"input": value}, timeout=30)
+        err = assert_openai_error(r, 400)
+        assert str(err["param"]).startswith("input"), err
+        assert not any(name in str(err["message"]) for name in INTERNAL), err
