@@ -26,6 +26,7 @@ from modelfleet.middleware import RequestContextMiddleware
 from modelfleet.routes import RouteTable
 from modelfleet.service import ModelService
 from modelfleet.settings import ServiceSettings, load_settings
+from modelfleet.tokenize import model_not_found, tokenize_routes
 from modelfleet.trace_asgi import instrument
 from modelfleet.tracing import configure as configure_tracing
 
@@ -42,6 +43,14 @@ def json_response(
         media_type="application/json",
         headers=headers,
     )
+
+
+def find_model(cards: list[dict[str, Any]], model_id: str) -> dict[str, Any]:
+    """The card of ``model_id`` (``GET /v1/models/{id}``), or OpenAI's 404."""
+    for card in cards:
+        if card.get("id") == model_id:
+            return card
+    raise model_not_found(model_id)
 
 
 def add_operational_routes(
@@ -106,10 +115,15 @@ def create_app(service: ModelService) -> ASGIApp:
     async def list_models() -> Response:
         return json_response({"object": "list", "data": service.model_cards()})
 
+    @app.get("/v1/models/{model_id:path}", summary="One served model")
+    async def retrieve_model(model_id: str) -> Response:
+        return json_response(find_model(service.model_cards(), model_id))
+
     s = service.settings
     # A ceiling against abuse; the per-item character limits do the real work.
     max_body = 12 * s.max_input_chars * s.max_input_items + (64 << 10)
-    table = RouteTable(app, service.routes(), max_body=max_body)
+    routes = [*service.routes(), *tokenize_routes(service)]
+    table = RouteTable(app, routes, max_body=max_body)
     app.state.service = service
     # Outside FastAPI's own middleware stack: the request id, metrics and access log wrap every
     # request, the raw routes included; the trace span (when tracing is on) wraps those.

@@ -147,23 +147,76 @@ _HTTP_TYPES = {
 }
 
 
+def _is_union_tag(part: Any) -> bool:
+    """A loc entry naming a union branch by pydantic's internal type (``list[constrained-str]``,
+    ``function-after[...]``): meaningless to a client, so never shown."""
+    if not isinstance(part, str):
+        return False
+    return "[" in part or part in _TYPE_TAGS or part.startswith(("constrained-", "function-"))
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "tagged-union"})
+_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
 def _loc_to_param(loc: Sequence[Any]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # FastAPI's errors start with where the value was ("body"); a field may be named "query".
+    if len(loc) > 1 and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]
+    parts = [str(p) for p in loc if not _is_union_tag(p)]
     return ".".join(parts) or None
 
 
+def _message(err: Any) -> str:
+    if err.get("type") == "json_invalid":
+        return "request body is not valid JSON"
+    if err.get("type") == "extra_forbidden":
+        return "unsupported parameter"
+    msg = str(err.get("msg", "invalid value"))
+    for prefix in _PREFIXES:
+        msg = msg.removeprefix(prefix)
+    return msg
+
+
 def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
-    """Turn pydantic validation errors into one readable message and the first bad param."""
-    msgs = []
-    first_param = None
+    """Turn pydantic validation errors into one readable message and the first bad param.
+
+    The branches of a union each report their own failure; shown as they are, they name
+    pydantic's internal types. Each failure is reported at its field, the failures of one
+    field joined, and a branch that got further (``input.1``) wins over one that failed at
+    the field itself (``input``).
+    """
+    by_param: dict[str | None, list[str]] = {}
     for err in errors:
         param = _loc_to_param(err.get("loc", ()))
-        first_param = first_param or param
-        msg = str(err.get("msg", "invalid value"))
-        if err.get("type") == "json_invalid":
-            msg = "request body is not valid JSON"
-        msgs.append(f"{param}: {msg}" if param else msg)
-    return "; ".join(msgs) or "invalid request", first_param
+        msgs = by_param.setdefault(param, [])
+        msg = _message(err)
+        if msg not in msgs:
+            msgs.append(msg)
+    params = [
+        p
+        for p in by_param
+        if p is None or not any(q and q != p and q.startswith(p + ".") for q in by_param)
+    ]
+    parts = []
+    for p in params:
+        msgs = by_param[p]
+        if len(msgs) > 1 and all(m.startswith("Input should be ") for m in msgs):
+            msgs = [msgs[0], *(m.removeprefix("Input should be ") for m in msgs[1:])]
+        msg = " or ".join(msgs)
+        parts.append(f"{p}: {msg}" if p else msg)
+    return "; ".join(parts) or "invalid request", params[0] if params else None
+
+
+def validation_error(errors: Sequence[Any]) -> InvalidRequest:
+    """The 400 for ``errors``: unknown fields only is ``unsupported parameter(s)``, the same
+    message chat gives, so that one rule reads the same on every route."""
+    if errors and all(e.get("type") == "extra_forbidden" for e in errors):
+        names = [_loc_to_param(e.get("loc", ())) or "?" for e in errors]
+        return UnsupportedParameter(f"unsupported parameter(s): {', '.join(names)}",
+                                    param=names[0])  # fmt: skip
+    message, param = validation_message(errors)
+    return InvalidRequest(message, param=param)
 
 
 def exception_response(exc: Exception) -> Response:
@@ -174,8 +227,7 @@ def exception_response(exc: Exception) -> Response:
             log.warning("request failed: %s", exc.message, extra={"status": exc.status_code})
         return error_response(exc)
     if isinstance(exc, RequestValidationError | ValidationError):
-        message, param = validation_message(exc.errors())
-        return error_response(InvalidRequest(message, param=param))
+        return error_response(validation_error(exc.errors()))
     log.exception("unhandled error", exc_info=exc)
     return error_response(FleetError("internal server error"))
 

@@ -69,6 +69,12 @@ class ModelServiceSettings(ServiceSettings):
         "(models:/<name>@<alias>, models:/<name>/<version>); empty = packaged",
     )
     model_revision: str | None = None
+    trust_remote_code: bool = Field(
+        default=False,
+        description="let the model's repository run its own Python code when it loads "
+        "(models with custom architectures need it). RISK: that code runs with this process's "
+        "rights; allow it only for a model whose code you have read, pinned by MODEL_REVISION",
+    )
     device: Device = "auto"
     dtype: DType = "auto"
     cache_dir: Path = Path.home() / ".cache" / "modelfleet"
