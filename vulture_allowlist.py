@@ -71,3 +71,5 @@ semantic_similarity  # unused function (shared/modelfleet_toolkit/textmetrics.py
 _.on_evaluate  # unused method (shared/modelfleet_toolkit/tune.py:34)
 _._bounds  # unused method (shared/modelfleet_toolkit/tuneconfig.py:28)
 _._known_params  # unused method (shared/modelfleet_toolkit/tuneconfig.py:85)
+retrieve_model  # FastAPI route (services/gateway/app.py, shared/modelfleet/app.py)
+_._documents  # pydantic field validator (shared/modelfleet/schemas.py)

@@ -4,7 +4,7 @@
 #   REGISTRY   image prefix                     (default ghcr.io/modelfleet)
 #   TAG        version part of the tag          (default: the version in pyproject.toml)
 #   VARIANTS   "cpu", "cuda" or "cpu cuda"      (default cpu; the gateway is always cpu only)
-#   SERVICES   which processes                  (default: all five)
+#   SERVICES   which images                     (default: the five processes and the toolkit)
 #   PUSH=1     push after building
 #   DOCKER     the client                       (default docker; podman works too)
 #
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 DOCKER=${DOCKER:-docker}
 REGISTRY=${REGISTRY:-ghcr.io/modelfleet}
 VARIANTS=${VARIANTS:-cpu}
-SERVICES=${SERVICES:-gateway llm embedding classification generation}
+SERVICES=${SERVICES:-gateway llm embedding classification generation toolkit}
 TAG=${TAG:-$(sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -n1)}
 
 if ! command -v "$DOCKER" >/dev/null 2>&1; then
@@ -30,7 +30,9 @@ if ! "$DOCKER" info >/dev/null 2>&1; then
   exit 1
 fi
 
-declare -A PORT=([gateway]=8080 [llm]=3002 [embedding]=3003 [classification]=3004 [generation]=3005)
+# The toolkit (the chart's training and tuning Jobs) serves nothing; its PORT is unused.
+declare -A PORT=([gateway]=8080 [llm]=3002 [embedding]=3003 [classification]=3004 [generation]=3005 [toolkit]=8080)
+declare -A DEPS=([gateway]=gateway [toolkit]=toolkit)
 
 built=()
 for variant in $VARIANTS; do
@@ -47,7 +49,7 @@ for variant in $VARIANTS; do
       --build-arg "SERVICE=$service" \
       --build-arg "VARIANT=$variant" \
       --build-arg "PORT=${PORT[$service]}" \
-      --build-arg "DEPS=$([[ "$service" == gateway ]] && echo gateway || echo model)" \
+      --build-arg "DEPS=${DEPS[$service]:-model}" \
       --tag "$image" \
       .
     built+=("$image")

@@ -97,8 +97,9 @@ class EmbeddingBackend:
         dtype: str,
         tasks_dir: Path | None,
         packed: bool = True,
+        trust_remote_code: bool = False,
     ) -> None:
-        self.encoder = SentenceEncoder(source, device, dtype, packed)
+        self.encoder = SentenceEncoder(source, device, dtype, packed, trust_remote_code)
         self.device = self.encoder.device
         self.tasks_dir = tasks_dir
         self.revision = "unknown"
@@ -159,9 +160,16 @@ class SequenceClassificationBackend:
     kind = "sequence-classification"
 
     def __init__(
-        self, source: ModelSource, device: str, dtype: str, flavour: str = "auto", threads: int = 0
+        self,
+        source: ModelSource,
+        device: str,
+        dtype: str,
+        flavour: str = "auto",
+        threads: int = 0,
+        trust_remote_code: bool = False,
     ) -> None:
         self.source = source
+        self.trust = {"trust_remote_code": True} if trust_remote_code else {}
         self.device = pick_device(device)
         self.dtype = dtype
         self.flavour = flavour
@@ -188,8 +196,9 @@ class SequenceClassificationBackend:
             self._load_hub()
             return
         path = self.source.path
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, **self.trust)
+        cfg = AutoConfig.from_pretrained(path, local_files_only=True, **self.trust)
+        remote = bool(self.trust)
         card = fl.model_card(path)
         self.id2label = {int(k): str(v) for k, v in cfg.id2label.items()}
         task = card.get("task")
@@ -204,17 +213,19 @@ class SequenceClassificationBackend:
                 candidates = [c for c in candidates if c == fl.FLOAT]
             if len(candidates) == 1:
                 self.runner = fl.load_runner(
-                    path, fl.FLOAT, device=self.device, dtype=torch_dtype(self.dtype, self.device)
-                )
+                    path, fl.FLOAT, device=self.device,
+                    dtype=torch_dtype(self.dtype, self.device), trust_remote_code=remote,
+                )  # fmt: skip
             else:
                 sample = self._features([_SAMPLE] * 8)
                 self.runner, self.timings = fl.pick_fastest(
-                    path, candidates, sample, threads=self.threads
+                    path, candidates, sample, threads=self.threads, trust_remote_code=remote
                 )
         else:
             self.runner = fl.load_runner(
                 path, self.flavour, device=self.device,
                 dtype=torch_dtype(self.dtype, self.device), threads=self.threads,
+                trust_remote_code=remote,
             )  # fmt: skip
         if not self.source.revision:
             self.revision = "sha256:" + weights_fingerprint(path)
@@ -224,7 +235,7 @@ class SequenceClassificationBackend:
     def _load_hub(self) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        kw: dict[str, Any] = {"local_files_only": False}
+        kw: dict[str, Any] = {"local_files_only": False, **self.trust}
         if self.source.revision:
             kw["revision"] = self.source.revision
         self.tokenizer = AutoTokenizer.from_pretrained(self.source.location, **kw)

@@ -25,6 +25,7 @@ from modelfleet.resolve import ModelSource, resolve_encoder
 from modelfleet.routes import Route
 from modelfleet.schemas import ClassifyRequest
 from modelfleet.service import ModelService
+from modelfleet.tokenize import TokenizerRef
 from services.classification.backends import (
     ClassifierBackend,
     ClassifyItem,
@@ -90,9 +91,12 @@ class ClassificationService(ModelService):
             kind = "sequence-classification" if is_sequence_classifier(source) else "embedding"
         if kind == "sequence-classification":
             return SequenceClassificationBackend(
-                source, s.device, s.dtype, s.flavour, getattr(self, "threads_per_pass", 0)
-            )
-        return EmbeddingBackend(source, s.device, s.dtype, s.tasks_dir, s.packed)
+                source, s.device, s.dtype, s.flavour, getattr(self, "threads_per_pass", 0),
+                s.trust_remote_code,
+            )  # fmt: skip
+        return EmbeddingBackend(
+            source, s.device, s.dtype, s.tasks_dir, s.packed, s.trust_remote_code
+        )
 
     def _registered(self, version: str) -> tuple[ClassifierBackend, str]:
         """Fetch version ``version`` of the registered model and build (not load) its backend."""
@@ -162,6 +166,18 @@ class ClassificationService(ModelService):
 
     def warmup(self) -> None:
         self._warm(self.backend)
+
+    def tokenizers(self) -> dict[str, TokenizerRef]:
+        active = self.active
+        assert active is not None
+        b = active.backend
+        if isinstance(b, EmbeddingBackend):
+            enc = b.encoder
+            ref = TokenizerRef(enc.model.tokenizer, enc.max_tokens, enc._tokenizer_lock)
+        else:
+            assert isinstance(b, SequenceClassificationBackend)
+            ref = TokenizerRef(b.tokenizer, b.max_tokens, b._tokenizer_lock)
+        return {active.model_id: ref}
 
     def model_cards(self) -> list[dict[str, Any]]:
         cards = super().model_cards()

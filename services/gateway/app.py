@@ -9,9 +9,10 @@ from fastapi import Depends, FastAPI
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from modelfleet.app import add_operational_routes, fleet_fastapi, json_response
+from modelfleet.app import add_operational_routes, find_model, fleet_fastapi, json_response
 from modelfleet.middleware import RequestContextMiddleware
 from modelfleet.routes import RouteTable
+from modelfleet.trace_asgi import instrument
 from services.gateway.discovery import Discovery
 from services.gateway.routing import Router
 from services.gateway.runtime import GatewayRuntime
@@ -50,11 +51,17 @@ def create_app(
     async def list_models() -> Response:
         return json_response(rt.models())
 
+    @app.get("/v1/models/{model_id:path}", summary="One model of the fleet", dependencies=keyed)
+    async def retrieve_model(model_id: str) -> Response:
+        return json_response(find_model(rt.models()["data"], model_id))
+
     @app.get("/v1/fleet", summary="Replicas, circuits and in-flight per pool", dependencies=keyed)
     async def fleet() -> Response:
         return json_response(rt.snapshot())
 
     paths = [*table.paths, "/v1/models", "/v1/fleet"]
-    return RequestContextMiddleware(
-        table, metrics=rt.metrics, routes=paths, access_log_enabled=settings.access_log
+    return instrument(
+        RequestContextMiddleware(
+            table, metrics=rt.metrics, routes=paths, access_log_enabled=settings.access_log
+        )
     )

@@ -37,7 +37,32 @@ TURN_STOP = "\nUser:"
 MAX_STOPS = 4
 # Sampling parameters both APIs share and that pass through unchanged.
 SHARED_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "n", "stream", "seed",
-                 "presence_penalty", "frequency_penalty", "user", "stream_options")  # fmt: skip
+                 "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias",
+                 "user", "stream_options")  # fmt: skip
+
+
+def chat_only(payload: dict[str, Any]) -> str | None:
+    """The chat feature in ``payload`` that the completions API cannot honour, if any.
+
+    Converting such a request would silently drop what the client asked for (a JSON answer,
+    tool calls, log-probabilities), so it is not converted: the client gets 503 + Retry-After.
+    """
+    fmt = payload.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type", "text") != "text":
+        return "response_format"
+    if payload.get("tools") and payload.get("tool_choice") != "none":
+        return "tools"
+    if payload.get("logprobs") or payload.get("top_logprobs"):
+        return "logprobs"
+    return None
+
+
+def completion_only(payload: dict[str, Any]) -> str | None:
+    """The completions feature in ``payload`` that the chat API cannot honour, if any."""
+    for name in ("logprobs", "echo", "suffix", "best_of"):
+        if payload.get(name):
+            return name
+    return None
 
 
 def message_text(content: Any, where: str) -> str:
@@ -230,6 +255,8 @@ class Fallback:
     request: Callable[[dict[str, Any]], dict[str, Any]]
     reply: Callable[[dict[str, Any]], dict[str, Any]]
     chunk: Callable[[], Callable[[dict[str, Any]], dict[str, Any]]]
+    # The request's feature the other API cannot honour (then no fallback), or None.
+    loses: Callable[[dict[str, Any]], str | None]
 
 
 CHAT_VIA_GENERATION = Fallback(
@@ -238,6 +265,7 @@ CHAT_VIA_GENERATION = Fallback(
     chat_request_as_completion,
     completion_reply_as_chat,
     _ChatChunks,
+    chat_only,
 )
 COMPLETIONS_VIA_LLM = Fallback(
     LLM,
@@ -245,6 +273,7 @@ COMPLETIONS_VIA_LLM = Fallback(
     completion_request_as_chat,
     chat_reply_as_completion,
     lambda: _completion_chunk,
+    completion_only,
 )
 
 # Route path -> how another pool serves it when its own pool cannot.

@@ -193,6 +193,9 @@ class Pool:
                 card["ready"] = card["ready"] or r.healthy
         return list(seen.values())
 
+    def serves(self, model: str) -> bool:
+        return any(m.get("id") == model for r in self.replicas.values() for m in r.models)
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "replicas": [r.snapshot() for r in self.replicas.values()],
@@ -200,3 +203,18 @@ class Pool:
             "available": self.available(),
             "model_identity": self.identity,
         }
+
+
+def pool_for_model(pools: dict[str, Pool], default: str, model: object) -> Pool:
+    """The pool whose replicas report ``model`` (``/tokenize``, ``/detokenize``); with no model
+    named, ``default``, else the first pool that can serve at all (as vLLM, which serves one).
+    404 ``model_not_found`` for a model no pool reports."""
+    from modelfleet.tokenize import model_not_found
+
+    if isinstance(model, str) and model:
+        for pool in pools.values():
+            if pool.serves(model):
+                return pool
+        raise model_not_found(model)
+    order = [pools[default], *(p for p in pools.values() if p.name != default)]
+    return next((p for p in order if p.available()), pools[default])

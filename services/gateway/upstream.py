@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_none
 
+from modelfleet import tracing
 from modelfleet.errors import BadGateway, DeadlineExceeded
+from modelfleet.trace_asgi import traceparent_header
 from services.gateway.exchange import Reply
 from services.gateway.h1 import (
     H1Pool,
@@ -81,6 +84,7 @@ class StreamReply:
         self.headers = pass_headers(stream.headers)
         self._started = started
         self._closed = False
+        self.span: Any = None  # the attempt's client span when tracing: ends with the body
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as the backend sends it, one network read at a time."""
@@ -105,6 +109,8 @@ class StreamReply:
         self.replica.in_flight -= 1
         self.pool.upstream_duration.observe(time.perf_counter() - self._started)
         self.stream.aclose()
+        if self.span is not None:
+            self.span.end()
 
 
 class TriedReplicas(list[Replica]):
@@ -156,10 +162,11 @@ class Upstream:
         extra = b"X-Request-ID: " + request_id.encode("latin-1") + b"\r\n"
         tried = TriedReplicas()
         args = (pool, method.encode(), path, body, extra, stream, tried, deadline)
+        attempt = traced_attempt(self._attempt) if tracing.ENABLED else self._attempt
         # The first attempt runs bare: tenacity costs tens of microseconds a call, and most
         # requests never need it. It takes over for the retries.
         try:
-            return await self._attempt(*args)
+            return await attempt(*args)
         except Retryable as exc:
             if not self.retries:
                 raise PoolUnavailable(pool.name, exc.reason, exc.retry_after) from exc
@@ -168,7 +175,7 @@ class Upstream:
         # AsyncRetrying keeps per-call state on the instance: one copy per request.
         retrying = self._retrying.copy()
         try:
-            result: Reply | StreamReply = await retrying(self._attempt, *args)
+            result: Reply | StreamReply = await retrying(attempt, *args)
         except Retryable as exc:
             raise PoolUnavailable(pool.name, exc.reason, exc.retry_after) from exc
         return result
@@ -245,3 +252,41 @@ class Upstream:
             if not handed_over:
                 replica.in_flight -= 1
                 pool.upstream_duration.observe(time.perf_counter() - started)
+
+
+Attempt = Callable[..., Awaitable[Reply | StreamReply]]
+
+
+def traced_attempt(attempt: Attempt) -> Attempt:
+    """``attempt`` in a CLIENT span of its own (a retry is another span), with the span's
+    ``traceparent`` added to the request's headers; a stream's span ends with its body."""
+
+    async def traced(
+        pool: Pool, method: bytes, path: str, body: bytes, extra: bytes, *rest: Any
+    ) -> Reply | StreamReply:
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        span = tracing.tracer().start_span(
+            f"{method.decode()} {path}",
+            kind=SpanKind.CLIENT,
+            attributes={"http.request.method": method.decode(), "modelfleet.pool": pool.name},
+        )
+        headers = extra + traceparent_header(span)
+        try:
+            res = await attempt(pool, method, path, body, headers, *rest)
+        except BaseException as exc:
+            if isinstance(exc, Retryable):
+                span.set_attribute("server.address", exc.replica.url)
+            span.set_status(Status(StatusCode.ERROR, str(exc)))
+            span.end()
+            raise
+        span.set_attribute("http.response.status_code", res.status)
+        if isinstance(res, StreamReply):
+            span.set_attribute("server.address", res.replica.url)
+            res.span = span
+        else:
+            span.set_attribute("server.address", res.replica or "")
+            span.end()
+        return res
+
+    return traced

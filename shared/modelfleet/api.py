@@ -17,9 +17,12 @@ from pydantic import BaseModel
 from modelfleet.decoding.openai import ChatCompletionRequest, CompletionRequest
 from modelfleet.schemas import (
     ClassifyRequest,
+    DetokenizeRequest,
     EmbeddingRequest,
+    RerankRequest,
     SimilarityRequest,
     SummarizeRequest,
+    TokenizeRequest,
 )
 
 LLM, EMBEDDING, CLASSIFICATION, GENERATION = "llm", "embedding", "classification", "generation"
@@ -42,6 +45,9 @@ class RouteSpec:
     cache: CacheMode = CacheMode.NEVER
     streams: bool = False  # may answer text/event-stream when the body says "stream": true
     counts_tokens: bool = False  # subject to the gateway's tokens-per-minute limit
+    # Every pool serves it; the gateway sends it to the pool serving the body's `model`
+    # (``pool`` when the body names none).
+    by_model: bool = False
 
     def cacheable(self, payload: dict[str, Any], stream: bool) -> bool:
         if self.cache is CacheMode.ALWAYS:
@@ -96,6 +102,14 @@ SIMILARITY = RouteSpec(
     SimilarityRequest,
     CacheMode.ALWAYS,
 )
+RERANK = RouteSpec(
+    "POST",
+    "/v1/rerank",
+    EMBEDDING,
+    "Rank documents by relevance to a query (Cohere/Jina shape)",
+    RerankRequest,
+    CacheMode.ALWAYS,
+)
 CLASSIFY = RouteSpec(
     "POST",
     "/v1/classify",
@@ -108,6 +122,16 @@ CLASSIFY_TASKS = RouteSpec(
     "GET", "/v1/classify/tasks", CLASSIFICATION, "Built-in tasks and their labels"
 )  # fmt: skip
 
+TOKENIZE = RouteSpec(
+    "POST", "/tokenize", LLM, "Token ids of a prompt or conversation (vLLM shape)",
+    TokenizeRequest, by_model=True,
+)  # fmt: skip
+DETOKENIZE = RouteSpec(
+    "POST", "/detokenize", LLM, "Text of token ids (vLLM shape)", DetokenizeRequest,
+    by_model=True,
+)  # fmt: skip
+
 FLEET_ROUTES: tuple[RouteSpec, ...] = (
-    CHAT, COMPLETIONS, SUMMARIZE, EMBEDDINGS, SIMILARITY, CLASSIFY, CLASSIFY_TASKS,
+    CHAT, COMPLETIONS, SUMMARIZE, EMBEDDINGS, SIMILARITY, RERANK, CLASSIFY, CLASSIFY_TASKS,
+    TOKENIZE, DETOKENIZE,
 )  # fmt: skip

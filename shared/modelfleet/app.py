@@ -26,6 +26,9 @@ from modelfleet.middleware import RequestContextMiddleware
 from modelfleet.routes import RouteTable
 from modelfleet.service import ModelService
 from modelfleet.settings import ServiceSettings, load_settings
+from modelfleet.tokenize import model_not_found, tokenize_routes
+from modelfleet.trace_asgi import instrument
+from modelfleet.tracing import configure as configure_tracing
 
 log = logging.getLogger("modelfleet.app")
 
@@ -40,6 +43,14 @@ def json_response(
         media_type="application/json",
         headers=headers,
     )
+
+
+def find_model(cards: list[dict[str, Any]], model_id: str) -> dict[str, Any]:
+    """The card of ``model_id`` (``GET /v1/models/{id}``), or OpenAI's 404."""
+    for card in cards:
+        if card.get("id") == model_id:
+            return card
+    raise model_not_found(model_id)
 
 
 def add_operational_routes(
@@ -86,6 +97,10 @@ def fleet_fastapi(
         docs_url="/docs" if docs else None,
         openapi_url="/openapi.json" if docs else None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry spans would duplicate the server span every fleet process
+        # makes itself (modelfleet.trace_asgi), on raw and FastAPI routes alike; Prometheus has
+        # the metrics.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     install_error_handlers(app)
     return app
@@ -115,18 +130,25 @@ def create_app(service: ModelService) -> ASGIApp:
     async def list_models() -> Response:
         return json_response({"object": "list", "data": service.model_cards()})
 
+    @app.get("/v1/models/{model_id:path}", summary="One served model")
+    async def retrieve_model(model_id: str) -> Response:
+        return json_response(find_model(service.model_cards(), model_id))
+
     s = service.settings
     # Every POST route is served raw (modelfleet.routes): the body is capped by MAX_BODY_BYTES
     # from Content-Length before it is read, and while it is read.
-    table = RouteTable(app, service.routes(), max_body=s.max_body_bytes)
+    routes = [*service.routes(), *tokenize_routes(service)]
+    table = RouteTable(app, routes, max_body=s.max_body_bytes)
     app.state.service = service
     # Outside FastAPI's own middleware stack: the request id, metrics and access log wrap every
-    # request, the raw routes included.
-    return RequestContextMiddleware(
-        table,
-        metrics=service.metrics,
-        routes=["/v1/models", *table.paths],
-        access_log_enabled=s.access_log,
+    # request, the raw routes included; the trace span (when tracing is on) wraps those.
+    return instrument(
+        RequestContextMiddleware(
+            table,
+            metrics=service.metrics,
+            routes=["/v1/models", *table.paths],
+            access_log_enabled=s.access_log,
+        )
     )
 
 
@@ -169,6 +191,7 @@ def serve(service_cls: type[ModelService], settings_cls: type[ServiceSettings]) 
     reproducible_cpu_math()
     settings = load_settings(settings_cls)
     configure_logging(service_cls.name, settings.log_level, settings.log_json)
+    configure_tracing(service_cls.name, settings.otlp_endpoint, settings.trace_sample_ratio)
     try:
         service = service_cls(settings)  # type: ignore[arg-type]
     except FleetError as exc:

@@ -27,8 +27,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from modelfleet import tracing
 from modelfleet.errors import DeadlineExceeded, Overloaded, ServiceUnavailable
 from modelfleet.metrics import Metrics
 
@@ -43,6 +44,8 @@ class _Item(Generic[T, R]):
     value: T
     future: asyncio.Future[R]
     deadline: float = field(default=float("inf"))
+    trace: Any = None  # the request's span, when tracing
+    queued_ns: int = 0
 
 
 class MicroBatcher(Generic[T, R]):
@@ -121,6 +124,10 @@ class MicroBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout if timeout else float("inf")
         items = [_Item[T, R](v, loop.create_future(), deadline) for v in values]
+        if tracing.ENABLED:
+            span, now_ns = tracing.capture(), time.time_ns()
+            for it in items:
+                it.trace, it.queued_ns = span, now_ns
         self._pending.extend(items)
         self._set_depth()
         self._wakeup.set()
@@ -176,6 +183,7 @@ class MicroBatcher(Generic[T, R]):
                 continue
             if self._metrics is not None:
                 self._metrics.batch_size.labels(self._metrics.service).observe(len(batch))
+            taken_ns = time.time_ns() if tracing.ENABLED else 0
             start = time.perf_counter()
             self._busy += 1
             try:
@@ -191,7 +199,16 @@ class MicroBatcher(Generic[T, R]):
             finally:
                 self._busy -= 1
             elapsed = time.perf_counter() - start
+            if taken_ns:
+                self._trace(batch, taken_ns, elapsed)
             self._sec_per_item = 0.8 * self._sec_per_item + 0.2 * (elapsed / len(batch))
             for it, res in zip(batch, results, strict=True):
                 if not it.future.done():
                     it.future.set_result(res)
+
+    def _trace(self, batch: list[_Item[T, R]], taken_ns: int, elapsed: float) -> None:
+        traced = [(it.trace, it.queued_ns) for it in batch if it.trace is not None]
+        if traced:
+            end_ns = time.time_ns()
+            start_ns = max(taken_ns, end_ns - int(elapsed * 1e9))
+            tracing.record_batch(traced, len(batch), taken_ns, start_ns, end_ns, self._name)

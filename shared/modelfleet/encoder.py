@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,16 +34,23 @@ class SentenceEncoder:
     """Loads a sentence-transformers model and encodes batches of texts (thread-confined)."""
 
     def __init__(
-        self, source: ModelSource, device: str = "auto", dtype: str = "auto", packed: bool = True
+        self,
+        source: ModelSource,
+        device: str = "auto",
+        dtype: str = "auto",
+        packed: bool = True,
+        trust_remote_code: bool = False,
     ) -> None:
         self.source = source
         self.device = pick_device(device)
         self.dtype = dtype
         self.use_packed = packed
+        self.trust_remote_code = trust_remote_code
         self.model: Any = None
         self.packed: PackedBertEncoder | None = None
         self._tokenizer_lock = threading.Lock()
         self.max_tokens = 0
+        self.vocab_size = 0
         self.dimensions = 0
         self.revision = source.revision or "unknown"
 
@@ -50,6 +58,8 @@ class SentenceEncoder:
         from sentence_transformers import SentenceTransformer
 
         kwargs: dict[str, Any] = {"device": self.device}
+        if self.trust_remote_code:
+            kwargs["trust_remote_code"] = True
         if self.source.local:
             kwargs["local_files_only"] = True
         if self.source.revision:
@@ -60,6 +70,7 @@ class SentenceEncoder:
         self.model.eval()
         self.max_tokens = int(self.model.max_seq_length)
         self.dimensions = int(self.model.get_embedding_dimension())
+        self.vocab_size = len(self.model.tokenizer)
         if self.use_packed:
             self.packed = packed_encoder(self.model)
         if self.source.local and not self.source.revision:
@@ -94,18 +105,58 @@ class SentenceEncoder:
                     ids[i] = x
         return ids, counts
 
-    def encode(self, texts: list[str]) -> Encoded:
-        """One forward pass over ``texts`` (the caller sizes the batch); thread-safe."""
-        if self.packed is not None:
-            ids, tokens = self.tokenize(texts)
-            emb = self.packed.encode(ids)
+    def encode(self, texts: Sequence[str | list[int]]) -> Encoded:
+        """One forward pass over ``texts`` (the caller sizes the batch); thread-safe.
+
+        An item that is a list of ints is token ids, fed as they are (special tokens included
+        when the caller included them, as ``/tokenize`` does by default).
+        """
+        strs = [t for t in texts if isinstance(t, str)]
+        given = [t for t in texts if not isinstance(t, str)]
+        if self.packed is not None or given:
+            ids, tokens = self.tokenize(strs) if strs else ([], [])
+            it, cut = iter(zip(ids, tokens, strict=True)), iter(self.truncate_ids(given))
+            pairs = [next(it) if isinstance(t, str) else (next(cut), len(t)) for t in texts]
+            all_ids, tokens = [p[0] for p in pairs], [p[1] for p in pairs]
+            if self.packed is not None:
+                emb = self.packed.encode(all_ids)
+            else:
+                emb = self._encode_ids(all_ids)
         else:
-            emb, tokens = self._encode_padded(texts)
+            emb, tokens = self._encode_padded(strs)
         return Encoded(
             emb,
             [min(t, self.max_tokens) for t in tokens],
             [t > self.max_tokens for t in tokens],
         )
+
+    def truncate_ids(self, given: list[list[int]]) -> list[list[int]]:
+        """Token-id inputs cut to the model's limit as the tokenizer cuts text: a closing
+        special token (``[SEP]``, ``</s>``) stays last."""
+        special = set(self.model.tokenizer.all_special_ids)
+        out = []
+        for ids in given:
+            if len(ids) > self.max_tokens:
+                keep = ids[-1] in special
+                ids = [*ids[: self.max_tokens - 1], ids[-1]] if keep else ids[: self.max_tokens]
+            out.append(ids)
+        return out
+
+    def _encode_ids(self, ids: list[list[int]]) -> FloatArray:
+        """The model's own modules on a padded batch of token ids."""
+        import torch
+        import torch.nn.functional as F
+
+        longest = max(len(x) for x in ids)
+        pad = self.model.tokenizer.pad_token_id or 0
+        input_ids = torch.tensor([x + [pad] * (longest - len(x)) for x in ids])
+        mask = torch.tensor([[1] * len(x) + [0] * (longest - len(x)) for x in ids])
+        features = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
+        if "token_type_ids" in self.model.tokenizer.model_input_names:
+            features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+        with torch.inference_mode():
+            out = self.model(features)["sentence_embedding"]
+            return F.normalize(out.float(), p=2, dim=1).cpu().numpy()
 
     def _encode_padded(self, texts: list[str]) -> tuple[FloatArray, list[int]]:
         """The model's own pipeline on one padded batch."""

@@ -162,8 +162,23 @@ _HTTP_TYPES = {
 }
 
 
+def _is_union_tag(part: Any) -> bool:
+    """A loc entry naming a union branch by pydantic's internal type (``list[constrained-str]``,
+    ``function-after[...]``): meaningless to a client, so never shown."""
+    if not isinstance(part, str):
+        return False
+    return "[" in part or part in _TYPE_TAGS or part.startswith(("constrained-", "function-"))
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "tagged-union"})
+_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
 def _loc_to_param(loc: Sequence[Any]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # FastAPI's errors start with where the value was ("body"); a field may be named "query".
+    if len(loc) > 1 and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]
+    parts = [str(p) for p in loc if not _is_union_tag(p)]
     return ".".join(parts) or None
 
 
@@ -172,26 +187,67 @@ def _loc_to_param(loc: Sequence[Any]) -> str | None:
 MAX_REPORTED_ERRORS = 3
 MAX_ERROR_MESSAGE_CHARS = 600
 _MAX_ONE_ERROR_CHARS = 180
+# Errors looked at: enough for the branches of a union on the first few fields.
+_MAX_SCANNED_ERRORS = 64
+
+
+def _message(err: Any) -> str:
+    if err.get("type") == "json_invalid":
+        if "recursion limit" in str((err.get("ctx") or {}).get("error", "")):
+            return "request body is nested too deeply"
+        return "request body is not valid JSON"
+    if err.get("type") == "extra_forbidden":
+        return "unsupported parameter"
+    msg = str(err.get("msg", "invalid value"))
+    for prefix in _PREFIXES:
+        msg = msg.removeprefix(prefix)
+    return msg
 
 
 def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
-    """Turn pydantic validation errors into one short message and the first bad param."""
-    msgs = []
-    first_param = None
-    for err in errors[:MAX_REPORTED_ERRORS]:
+    """Turn pydantic validation errors into one short, readable message and the first bad param.
+
+    The branches of a union each report their own failure; shown as they are, they name
+    pydantic's internal types. Each failure is reported at its field, the failures of one
+    field joined, and a branch that got further (``input.1``) wins over one that failed at
+    the field itself (``input``). At most ``MAX_REPORTED_ERRORS`` fields are named and the
+    message is capped, so a 400 stays small whatever the body.
+    """
+    by_param: dict[str | None, list[str]] = {}
+    for err in errors[:_MAX_SCANNED_ERRORS]:
         param = _loc_to_param(err.get("loc", ()))
-        first_param = first_param or param
-        msg = str(err.get("msg", "invalid value"))
-        if err.get("type") == "json_invalid":
-            msg = "request body is not valid JSON"
-            if "recursion limit" in str(err.get("ctx", {}).get("error", "")):
-                msg = "request body is nested too deeply"
-        one = f"{param}: {msg}" if param else msg
-        msgs.append(one[:_MAX_ONE_ERROR_CHARS])
-    if len(errors) > MAX_REPORTED_ERRORS:
-        msgs.append(f"and {len(errors) - MAX_REPORTED_ERRORS} more errors")
-    message = "; ".join(msgs) or "invalid request"
-    return message[:MAX_ERROR_MESSAGE_CHARS], first_param
+        msgs = by_param.setdefault(param, [])
+        msg = _message(err)
+        if msg not in msgs:
+            msgs.append(msg)
+    params = [
+        p
+        for p in by_param
+        if p is None or not any(q and q != p and q.startswith(p + ".") for q in by_param)
+    ]
+    parts = []
+    for p in params[:MAX_REPORTED_ERRORS]:
+        msgs = by_param[p]
+        if len(msgs) > 1 and all(m.startswith("Input should be ") for m in msgs):
+            msgs = [msgs[0], *(m.removeprefix("Input should be ") for m in msgs[1:])]
+        msg = " or ".join(msgs)
+        parts.append((f"{p}: {msg}" if p else msg)[:_MAX_ONE_ERROR_CHARS])
+    if len(errors) > _MAX_SCANNED_ERRORS or len(params) > MAX_REPORTED_ERRORS:
+        parts.append("and more errors")
+    message = "; ".join(parts) or "invalid request"
+    return message[:MAX_ERROR_MESSAGE_CHARS], params[0] if params else None
+
+
+def validation_error(errors: Sequence[Any]) -> InvalidRequest:
+    """The 400 for ``errors``: unknown fields only is ``unsupported parameter(s)``, the same
+    message chat gives, so that one rule reads the same on every route."""
+    scanned = errors[:_MAX_SCANNED_ERRORS]
+    if scanned and all(e.get("type") == "extra_forbidden" for e in scanned):
+        names = [_loc_to_param(e.get("loc", ())) or "?" for e in scanned[:MAX_REPORTED_ERRORS]]
+        message = f"unsupported parameter(s): {', '.join(names)}"
+        return UnsupportedParameter(message[:MAX_ERROR_MESSAGE_CHARS], param=names[0])
+    message, param = validation_message(errors)
+    return InvalidRequest(message, param=param)
 
 
 def exception_response(exc: Exception) -> Response:
@@ -202,11 +258,10 @@ def exception_response(exc: Exception) -> Response:
             log.warning("request failed: %s", exc.message, extra={"status": exc.status_code})
         return error_response(exc)
     if isinstance(exc, ValidationError):
-        message, param = validation_message(exc.errors(include_url=False, include_input=False))
-        return error_response(InvalidRequest(message, param=param))
+        errors = exc.errors(include_url=False, include_input=False)
+        return error_response(validation_error(errors))
     if isinstance(exc, RequestValidationError):
-        message, param = validation_message(exc.errors())
-        return error_response(InvalidRequest(message, param=param))
+        return error_response(validation_error(exc.errors()))
     log.exception("unhandled error", exc_info=exc)
     return error_response(FleetError("internal server error"))
 

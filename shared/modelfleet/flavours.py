@@ -101,10 +101,14 @@ class OnnxRunner:
         return np.asarray(out[0], dtype=np.float32)
 
 
-def load_torch(model_dir: Path, dtype: Any = None, device: str = "cpu") -> Any:
+def load_torch(
+    model_dir: Path, dtype: Any = None, device: str = "cpu", trust_remote_code: bool = False
+) -> Any:
     from transformers import AutoModelForSequenceClassification
 
     kw: dict[str, Any] = {"local_files_only": True}
+    if trust_remote_code:
+        kw["trust_remote_code"] = True
     if dtype is not None:
         kw["dtype"] = dtype
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, **kw).to(device)
@@ -130,7 +134,13 @@ def quantize_torch_int8(model: Any) -> Any:
 
 
 def load_runner(
-    model_dir: Path, flavour: str, *, device: str = "cpu", dtype: Any = None, threads: int = 0
+    model_dir: Path,
+    flavour: str,
+    *,
+    device: str = "cpu",
+    dtype: Any = None,
+    threads: int = 0,
+    trust_remote_code: bool = False,
 ) -> Runner:
     """A runner for one flavour of the model in ``model_dir``."""
     if flavour not in FLAVOURS:
@@ -147,8 +157,9 @@ def load_runner(
     if flavour == TORCH_INT8:
         if device != "cpu":
             raise FlavourUnavailable("flavour 'torch-int8' runs on the CPU only")
-        return TorchRunner(quantize_torch_int8(load_torch(model_dir)), flavour, device)
-    return TorchRunner(load_torch(model_dir, dtype, device), flavour, device)
+        model = load_torch(model_dir, trust_remote_code=trust_remote_code)
+        return TorchRunner(quantize_torch_int8(model), flavour, device)
+    return TorchRunner(load_torch(model_dir, dtype, device, trust_remote_code), flavour, device)
 
 
 def eligible(card: dict[str, Any], have: list[str]) -> list[str]:
@@ -176,13 +187,18 @@ def time_runner(runner: Runner, feats: Feats, repeats: int = 3) -> float:
 
 
 def pick_fastest(
-    model_dir: Path, candidates: list[str], feats: Feats, *, threads: int = 0
+    model_dir: Path,
+    candidates: list[str],
+    feats: Feats,
+    *,
+    threads: int = 0,
+    trust_remote_code: bool = False,
 ) -> tuple[Runner, dict[str, float]]:
     """Load each candidate, time it on ``feats`` here, and keep the fastest (``auto``)."""
     timings: dict[str, float] = {}
     best: tuple[float, Runner] | None = None
     for name in candidates:
-        runner = load_runner(model_dir, name, threads=threads)
+        runner = load_runner(model_dir, name, threads=threads, trust_remote_code=trust_remote_code)
         t = time_runner(runner, feats)
         timings[name] = t
         if best is None or t < best[0]:

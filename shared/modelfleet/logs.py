@@ -1,4 +1,5 @@
-"""Structured JSON logs with the request id of the current request in every line."""
+"""Structured JSON logs with the request id of the current request in every line, and its
+trace and span ids when tracing is on (:mod:`modelfleet.tracing`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import time
 from typing import Any
 
 import orjson
+
+from modelfleet import tracing
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "modelfleet_request_id", default=None
@@ -32,6 +35,8 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "request_id": request_id_var.get(),
         }
+        if tracing.ENABLED and (ids := tracing.current_ids()) is not None:
+            entry["trace_id"], entry["span_id"] = ids
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value

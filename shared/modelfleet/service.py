@@ -21,6 +21,7 @@ from modelfleet.memory import trim_periodically
 from modelfleet.metrics import Metrics
 from modelfleet.routes import Route
 from modelfleet.settings import ModelServiceSettings
+from modelfleet.tokenize import TokenizerRef
 
 log = logging.getLogger("modelfleet.service")
 
@@ -56,6 +57,11 @@ class ModelService(abc.ABC):
     @abc.abstractmethod
     def routes(self) -> list[Route]:
         """The service's route table: its specs from :mod:`modelfleet.api` bound to handlers."""
+
+    def tokenizers(self) -> dict[str, TokenizerRef]:
+        """Each model id this service serves and its tokenizer (``/tokenize``); the first is
+        the one used when a request names no model. Called only once ready."""
+        return {}
 
     def model_cards(self) -> list[dict[str, Any]]:
         """Entries of ``GET /v1/models``."""
@@ -125,18 +131,27 @@ class ModelService(abc.ABC):
                 retry_after=5,
             )
 
-    def check_inputs(self, texts: Sequence[str]) -> None:
-        """Enforce ``MAX_INPUT_ITEMS`` (400) and ``MAX_INPUT_CHARS`` (413) on a request's texts."""
+    def check_inputs(
+        self,
+        texts: Sequence[str | list[int]],
+        *,
+        param: str = "input",
+        max_items: int | None = None,
+    ) -> None:
+        """Enforce ``MAX_INPUT_ITEMS`` (400) and ``MAX_INPUT_CHARS`` (413) on a request's texts.
+
+        A token-id array counts its ids as characters (every token is at least one).
+        """
         s = self.settings
-        if len(texts) > s.max_input_items:
-            raise InvalidRequest(
-                f"too many inputs: {len(texts)} > {s.max_input_items}", param="input"
-            )
+        limit = max_items or s.max_input_items
+        if len(texts) > limit:
+            raise InvalidRequest(f"too many inputs: {len(texts)} > {limit}", param=param)
         for i, t in enumerate(texts):
             if len(t) > s.max_input_chars:
+                what = "characters" if isinstance(t, str) else "token ids"
                 raise PayloadTooLarge(
-                    f"input[{i}] has {len(t)} characters, over the {s.max_input_chars} limit",
-                    param="input",
+                    f"{param}[{i}] has {len(t)} {what}, over the {s.max_input_chars} limit",
+                    param=param,
                 )
 
     async def start(self) -> None:

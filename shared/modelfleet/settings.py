@@ -56,6 +56,19 @@ class ServiceSettings(BaseSettings):
     malloc_arena_max: int = Field(
         default=2, ge=0, le=1024, description="glibc malloc arenas at most; 0 = glibc default"
     )
+    otlp_endpoint: str = Field(
+        default="",
+        description="base URL of an OTLP/HTTP trace collector (Jaeger, Zipkin, an OpenTelemetry "
+        "Collector: http://host:4318); spans go to <url>/v1/traces. Empty = the standard "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT; none set = tracing off",
+    )
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="share of new traces recorded when tracing is on; a request whose caller "
+        "sent a traceparent follows the caller's sampling decision",
+    )
 
     def docs_enabled(self) -> bool:
         return self.docs == "on" or (self.docs == "auto" and self.environment != "production")
@@ -70,6 +83,12 @@ class ModelServiceSettings(ServiceSettings):
         "(models:/<name>@<alias>, models:/<name>/<version>); empty = packaged",
     )
     model_revision: str | None = None
+    trust_remote_code: bool = Field(
+        default=False,
+        description="let the model's repository run its own Python code when it loads "
+        "(models with custom architectures need it). RISK: that code runs with this process's "
+        "rights; allow it only for a model whose code you have read, pinned by MODEL_REVISION",
+    )
     device: Device = "auto"
     dtype: DType = "auto"
     cache_dir: Path = Path.home() / ".cache" / "modelfleet"

@@ -9,6 +9,7 @@ can never drift from the config it fills; :func:`resolve` merges YAML and the fl
 from __future__ import annotations
 
 import argparse
+import re
 import types
 import typing
 from pathlib import Path
@@ -131,6 +132,18 @@ def add_flags(
             )
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where ``1e-5`` (no dot) is the string "1e-5"; YAML 1.2, people
+    writing learning rates and Helm's toYaml (a chart-rendered config) all mean a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def load_yaml(path: str | Path | None) -> dict[str, Any]:
     """The mapping in a YAML config file ({} without one)."""
     if not path:
@@ -138,7 +151,7 @@ def load_yaml(path: str | Path | None) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
-    loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    loaded = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader) or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{p}: a config file holds a mapping of settings, got {type(loaded)}")
     return typing.cast(dict[str, Any], loaded)

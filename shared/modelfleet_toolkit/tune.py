@@ -10,7 +10,9 @@ stops once the study holds ``n_trials`` finished trials (Optuna's ``MaxTrialsCal
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -60,7 +62,11 @@ def storage(url: str | None) -> Any:
     if url is None:
         return None
     if url.startswith(("redis://", "rediss://")):
-        return JournalStorage(JournalRedisBackend(url))
+        # Experimental since Optuna 3.1 and the way to share a study through a Redis; the
+        # warning on every worker's start says nothing a user can act on.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return JournalStorage(JournalRedisBackend(url))
     if url.startswith("journal:"):
         return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
     return optuna.storages.RDBStorage(url)
@@ -106,6 +112,12 @@ def _suggest(trial: Any, name: str, spec: ParamSpec) -> Any:
     return trial.suggest_float(name, spec.low, spec.high, step=spec.step, log=spec.log)
 
 
+def worker_id() -> str:
+    """Which worker ran a trial: host (a Kubernetes pod's name) and process id, so a study shared
+    by N worker pods shows each pod's share."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _objective(cfg: TuneConfig, out: Path) -> Callable[[Any], float]:
     from modelfleet_toolkit.train import train
 
@@ -121,6 +133,7 @@ def _objective(cfg: TuneConfig, out: Path) -> Callable[[Any], float]:
             }
         )
         trial.set_user_attr("planned_epochs", float(run_cfg.epochs))
+        trial.set_user_attr("worker", worker_id())
         try:
             result = train(run_cfg, callbacks=[OptunaReport(trial, run_cfg.metric)])
         finally:
@@ -135,13 +148,14 @@ def _objective(cfg: TuneConfig, out: Path) -> Callable[[Any], float]:
 
 
 def trials_table(study: Any) -> list[dict[str, Any]]:
-    """One row per trial: number, state, value, epochs run, parameters."""
+    """One row per trial: number, state, value, epochs run, worker, parameters."""
     return [
         {
             "number": t.number,
             "state": t.state.name,
             "value": t.value,
             "epochs": t.user_attrs.get("epochs"),
+            "worker": t.user_attrs.get("worker"),
             "params": dict(t.params),
         }
         for t in study.trials

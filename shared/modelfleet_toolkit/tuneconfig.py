@@ -71,7 +71,10 @@ class TuneConfig(BaseModel):
     timeout: float | None = Field(None, gt=0, description="stop this worker after N seconds")
     storage: str | None = Field(
         "sqlite:///optuna.db",
-        description="sqlite:///f.db, a database URL, redis://host:6379/0 or journal:FILE",
+        description=(
+            "sqlite:///f.db, a database URL, redis://host:6379/0 or journal:FILE "
+            "($MODELFLEET_TUNE_STORAGE overrides it, --storage overrides both)"
+        ),
     )
     study_name: str = Field("modelfleet", description="study to create or resume")
     direction: Literal["maximize", "minimize"] = Field("maximize", description="of the metric")

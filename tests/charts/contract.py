@@ -4,9 +4,13 @@ For each container of each workload: resolve its environment the way the kubelet
 in order with ``$(VAR)`` expansion, ``envFrom``, and ``valueFrom`` against the ConfigMaps and
 Secrets the same render produced), expand its command and args the same way, then
 
-- build the process's Settings from exactly that environment and require it to validate;
+- build the process's Settings from exactly that environment and require it to validate; for the
+  toolkit's Jobs (``modelfleet train|tune``), parse the argv with the toolkit's own parser and
+  resolve its config the way the command does, from the ConfigMap file mounted where --config
+  points and that environment;
 - refuse any ``MODELFLEET_*`` variable that no Settings field reads (a misspelt key would be
-  silently ignored, since the Settings classes ignore unknown variables);
+  silently ignored, since the Settings classes ignore unknown variables); the toolkit reads
+  :func:`toolkit_env_names`;
 - refuse any secret value in a process's argv (``ps`` and ``/proc/<pid>/cmdline`` show argv).
 
 Secrets the chart does not render (``existingSecret`` options the user creates) get the stand-in
@@ -20,7 +24,9 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -54,6 +60,13 @@ def settings_classes() -> dict[str, type[BaseSettings]]:
         "classification": ClassificationSettings,
         "generation": GenerationSettings,
     }
+
+
+def toolkit_env_names() -> dict[str, set[str]]:
+    """Container name -> the MODELFLEET_* variables the toolkit command it runs reads."""
+    from modelfleet_toolkit.commands.tune import STORAGE_ENV
+
+    return {"train": set(), "tune": {STORAGE_ENV}}
 
 
 def env_names(cls: type[BaseSettings]) -> set[str]:
@@ -172,6 +185,27 @@ class Process:
     name: str  # container name
     env: dict[str, str]
     argv: list[str]
+    # Files the container sees from ConfigMap volumes: mount path -> content.
+    files: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+
+
+def configmap_files(
+    container: Mapping[str, Any], pod_spec: Mapping[str, Any], resolver: Resolver, where: str
+) -> dict[str, str]:
+    """Path -> content of every file a ConfigMap volume puts in the container."""
+    volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+    files: dict[str, str] = {}
+    for mount in container.get("volumeMounts", []):
+        ref = volumes.get(mount["name"], {}).get("configMap")
+        if ref is None or "subPath" in mount:
+            continue
+        data = resolver.all_keys("ConfigMap", ref["name"], where)
+        items = ref.get("items") or [{"key": k, "path": k} for k in data]
+        for item in items:
+            assert item["key"] in data, f"{where}: ConfigMap {ref['name']} has no {item['key']}"
+            files[f"{mount['mountPath'].rstrip('/')}/{item['path']}"] = data[item["key"]]
+    return files
 
 
 def processes(out: Rendered) -> Iterator[Process]:
@@ -182,7 +216,29 @@ def processes(out: Rendered) -> Iterator[Process]:
             label = f"{where}:{c['name']}"
             env = resolve_env(c, pod_name, resolver, label)
             argv = [expand(str(a), env) for a in [*c.get("command", []), *c.get("args", [])]]
-            yield Process(label, c["name"], env, argv)
+            files = configmap_files(c, spec, resolver, label)
+            yield Process(label, c["name"], env, argv, files, c.get("workingDir"))
+
+
+def toolkit_config(proc: Process, config_dir: Path) -> BaseModel:
+    """The config a `modelfleet train|tune` container resolves: its argv through the toolkit's
+    parser, --config read from the mounted ConfigMap file (copied into ``config_dir``), with
+    exactly the container's environment. Raises ConfigError/SystemExit when it would."""
+    from modelfleet_toolkit.cli import build_parser
+    from modelfleet_toolkit.commands.train import resolve_train
+    from modelfleet_toolkit.commands.tune import resolve_tune
+
+    assert proc.argv[0] == "modelfleet", f"{proc.where}: runs {proc.argv[0]}, not the toolkit"
+    args = build_parser().parse_args(proc.argv[1:])
+    if args.config:
+        assert args.config in proc.files, f"{proc.where}: --config {args.config} is not mounted"
+        local = config_dir / Path(args.config).name
+        local.write_text(proc.files[args.config], encoding="utf-8")
+        args.config = str(local)
+    resolver = {"train": resolve_train, "tune": resolve_tune}[args.command]
+    with mock.patch.dict(os.environ, dict(proc.env), clear=True):
+        config: BaseModel = resolver(args)
+    return config
 
 
 def build_settings(cls: type[BaseSettings], env: Mapping[str, str]) -> BaseSettings:
@@ -194,12 +250,21 @@ def build_settings(cls: type[BaseSettings], env: Mapping[str, str]) -> BaseSetti
 def violations(out: Rendered) -> list[str]:
     """Every break of the contract in one rendered release (empty = it holds)."""
     classes = settings_classes()
+    toolkit = toolkit_env_names()
     secrets = Resolver(out).secret_values()
     problems: list[str] = []
     for proc in processes(out):
         fleet_vars = {k for k in proc.env if k.startswith("MODELFLEET_")}
         cls = classes.get(proc.name)
-        readable = env_names(cls) if cls is not None else set()
+        readable = env_names(cls) if cls is not None else toolkit.get(proc.name, set())
+        if proc.name in toolkit:
+            from modelfleet_toolkit.config import ConfigError
+
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    toolkit_config(proc, Path(tmp))
+                except (ConfigError, SystemExit) as exc:
+                    problems.append(f"{proc.where}: modelfleet {proc.name}: {exc}")
         for var in sorted(fleet_vars - readable):
             problems.append(f"{proc.where}: {var} is read by no Settings field")
         if cls is not None:

@@ -30,7 +30,7 @@ PORTS = {
     "classification": 3004,
     "generation": 3005,
 }
-ENV_FILES = ("values-dev.yaml", "values-staging.yaml", "values-prod.yaml")
+ENV_FILES = ("values-dev.yaml", "values-staging.yaml", "values-prod.yaml", "values-zh.yaml")
 CI_FILES = tuple(sorted(p.name for p in (CHART_DIR / "ci").glob("*.yaml")))
 
 # Every scenario the tests render: the defaults, each environment, each ci/ file on its own and
@@ -42,6 +42,7 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     "prod+keda": ("values-prod.yaml", "ci/keda-values.yaml"),
     "prod+external-redis": ("values-prod.yaml", "ci/external-redis-values.yaml"),
     "prod+llm-off": ("values-prod.yaml", "ci/llm-off-values.yaml"),
+    "prod+zh": ("values-prod.yaml", "values-zh.yaml"),
     "dev+monitoring": ("values-dev.yaml", "ci/monitoring-values.yaml"),
 }
 
@@ -93,6 +94,8 @@ class Rendered:
     def pod_specs(self) -> Iterator[tuple[str, dict[str, Any]]]:
         for w in self.workloads():
             yield f"{w['kind']}/{w['metadata']['name']}", w["spec"]["template"]["spec"]
+        for j in self.kinds("Job"):
+            yield f"Job/{j['metadata']['name']}", j["spec"]["template"]["spec"]
         for p in self.kinds("Pod"):
             yield f"Pod/{p['metadata']['name']}", p["spec"]
 

@@ -27,7 +27,7 @@ def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 def _pod_labels(out: Rendered) -> list[tuple[str, dict[str, str]]]:
     return [
         (f"{w['kind']}/{w['metadata']['name']}", w["spec"]["template"]["metadata"]["labels"])
-        for w in out.workloads()
+        for w in [*out.workloads(), *out.kinds("Job")]
     ]
 
 

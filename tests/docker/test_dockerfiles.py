@@ -147,16 +147,31 @@ def test_the_gateway_image_leaves_the_ml_stack_out() -> None:
         assert f'"{package}"' in deps_run, package
     torch_run = next(a for w, a in flat if w == "RUN" and "torch==" in a)
     assert '[ "$DEPS" = "gateway" ]' in torch_run
-    assert '--build-arg "DEPS=$([[ "$service" == gateway ]] && echo gateway || echo model)"' in (
-        BUILD_SH.read_text()
-    )
+    text = BUILD_SH.read_text()
+    assert "declare -A DEPS=([gateway]=gateway [toolkit]=toolkit)" in text
+    assert '--build-arg "DEPS=${DEPS[$service]:-model}"' in text
+
+
+def test_the_toolkit_image_has_the_toolkit_extra_and_runs_the_cli() -> None:
+    """The chart's Jobs run `modelfleet train|tune` in the toolkit image."""
+    flat = instructions()
+    deps_run = next(a for w, a in flat if w == "RUN" and "requirements.txt" in a)
+    assert 'if os.environ["DEPS"] == "toolkit":' in deps_run
+    assert '["optional-dependencies"]["toolkit"]' in deps_run
+    build_run = next(a for w, a in stages()["build"] if w == "RUN" and "pip install" in a)
+    assert "modelfleet tune --help" in build_run
+    runtime = " ".join(a for w, a in stages()["runtime"] if w == "RUN")
+    assert "|toolkit) ;;" in runtime
+    assert "exec modelfleet" in runtime
+    assert "[toolkit]=" in BUILD_SH.read_text()
 
 
 def test_build_script_is_executable_and_knows_every_service() -> None:
     assert os.access(BUILD_SH, os.X_OK)
     text = BUILD_SH.read_text()
     for service, port in [("gateway", 8080), ("llm", 3002), ("embedding", 3003),
-                          ("classification", 3004), ("generation", 3005)]:  # fmt: skip
+                          ("classification", 3004), ("generation", 3005),
+                          ("toolkit", 8080)]:  # fmt: skip
         assert f"[{service}]={port}" in text
     assert subprocess.run(["bash", "-n", str(BUILD_SH)], check=False).returncode == 0
 

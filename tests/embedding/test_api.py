@@ -99,7 +99,7 @@ BAD_BODIES = [
     ({"input": []}, "input"),
     ({"input": ["ok", ""]}, "input"),
     ({"input": 42}, "input"),
-    ({"input": [1, 2, 3]}, "input"),
+    ({"input": [1, "two", 3]}, "input"),  # token ids and texts do not mix
     ({"input": "x", "encoding_format": "int8"}, "encoding_format"),
     ({"input": "x", "dimensions": 0}, "dimensions"),
     ({"input": "x", "dimensions": 100000}, "dimensions"),

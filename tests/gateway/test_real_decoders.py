@@ -15,12 +15,17 @@ from tests.gateway.conftest import gateway
 from tests.support.procs import Proc, free_port
 
 CHAT: list[Any] = [{"role": "user", "content": "Say hi in three words."}]
+# Real decoders answer /ready from a busy event loop: on a loaded test machine the fault tests'
+# 0.5 s health timeout marks a healthy replica down (then chat falls back or answers 503).
+PATIENT = {"HEALTH_TIMEOUT_S": "5", "HEALTH_INTERVAL_S": "1"}
 
 
 def test_openai_client_through_the_gateway_to_both_decoders(
     llm_proc: Proc, generation_proc: Proc, redis_proc: Proc
 ) -> None:
-    with gateway({"llm": llm_proc.url, "generation": generation_proc.url}, redis_proc) as gw:
+    with gateway(
+        {"llm": llm_proc.url, "generation": generation_proc.url}, redis_proc, PATIENT
+    ) as gw:
         client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
         chat = client.chat.completions.with_raw_response.create(
             model="smollm2", messages=CHAT, max_tokens=8, temperature=0
@@ -46,7 +51,7 @@ def test_chat_is_served_by_the_real_generation_service_when_llm_is_down(
     generation_proc: Proc,
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    with gateway({"llm": dead, "generation": generation_proc.url}) as gw:
+    with gateway({"llm": dead, "generation": generation_proc.url}, env=PATIENT) as gw:
         client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
         raw = client.chat.completions.with_raw_response.create(
             model="smollm2", messages=CHAT, max_tokens=8, temperature=0
@@ -61,13 +66,23 @@ def test_chat_is_served_by_the_real_generation_service_when_llm_is_down(
         chunks = [c for c in stream]
         assert {c.object for c in chunks} == {"chat.completion.chunk"}
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        # What completions cannot honour is not silently dropped: no fallback, a 503.
+        for extra in (
+            {"response_format": {"type": "json_object"}},
+            {"tools": [{"type": "function", "function": {"name": "f"}}]},
+            {"logprobs": True},
+        ):
+            r = httpx.post(f"{gw.url}/v1/chat/completions", timeout=30,
+                           json={"messages": CHAT, "max_tokens": 4, **extra})  # fmt: skip
+            assert r.status_code == 503 and "x-fleet-degraded" not in r.headers, (extra, r.text)
+            assert r.headers["retry-after"]
 
 
 def test_completions_are_served_by_the_real_llm_service_when_generation_is_down(
     llm_proc: Proc,
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    with gateway({"generation": dead, "llm": llm_proc.url}) as gw:
+    with gateway({"generation": dead, "llm": llm_proc.url}, env=PATIENT) as gw:
         r = httpx.post(
             gw.url + "/v1/completions",
             json={"prompt": "Name a colour.", "max_tokens": 6, "temperature": 0},
@@ -97,7 +112,9 @@ def test_openai_parameters_pass_through_the_gateway(
         },
     }
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
-    with gateway({"llm": llm_proc.url, "generation": generation_proc.url}, redis_proc) as gw:
+    with gateway(
+        {"llm": llm_proc.url, "generation": generation_proc.url}, redis_proc, PATIENT
+    ) as gw:
         client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
         r = client.chat.completions.create(
             model="m", messages=CHAT, max_completion_tokens=6, temperature=0.7, seed=5, n=2,

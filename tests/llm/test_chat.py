@@ -269,7 +269,7 @@ def test_disconnect_mid_stream_frees_the_slot_and_full_queue_is_429(llm_proc: Pr
             t.start()
         started.wait(timeout=60)
         wait_metric(llm_proc, "modelfleet_sequences_waiting", 4, timeout=60)
-        r = httpx.post(url, json={**body, "stream": False})
+        r = httpx.post(url, json={**body, "stream": False}, timeout=30)
         err = assert_openai_error(r, 429)
         assert int(r.headers["retry-after"]) >= 1 and err["type"] == "rate_limit_error"
     finally:
@@ -281,4 +281,4 @@ def test_disconnect_mid_stream_frees_the_slot_and_full_queue_is_429(llm_proc: Pr
     wait_metric(llm_proc, "modelfleet_sequences_running", 0, timeout=60)
     wait_metric(llm_proc, "modelfleet_sequences_waiting", 0, timeout=60)
     answer = {"messages": QUESTION, "max_tokens": 12, "temperature": 0}
-    assert "Paris" in httpx.post(url, json=answer).text
+    assert "Paris" in httpx.post(url, json=answer, timeout=60).text

@@ -46,7 +46,7 @@ def exported_model(trained_model: Path) -> Path:
         shutil.copytree(trained_model, tmp)
         texts, labels = held_out()
         calibration = intent_examples()[0][::4]  # 70 training texts
-        export(tmp, texts, labels, calibration=calibration, held_out_name="intent.jsonl",
+        export(tmp, texts, labels, calibration=calibration, held_out_name="intent/test.csv",
                rounds=1)  # fmt: skip
         os.replace(tmp, out)
     return out

@@ -47,9 +47,14 @@ def test_onnx_matches_float_logits(exported_model: Path) -> None:
 def test_export_cli_json(trained_model: Path, tmp_path: Path) -> None:
     model = tmp_path / "model"
     shutil.copytree(trained_model, model)
-    rows = INTENT_HELD_OUT.read_text().splitlines()[::6]  # 20 rows keep the timing loop short
-    data = tmp_path / "held.jsonl"
-    data.write_text("\n".join(rows) + "\n")
+    texts, labels = held_out()
+    data = tmp_path / "held.jsonl"  # every 6th row: 20 rows keep the timing loop short
+    data.write_text(
+        "".join(
+            json.dumps({"text": t, "label": y}) + "\n"
+            for t, y in zip(texts[::6], labels[::6], strict=True)
+        )
+    )
     out = cli("export", str(model), "--data", str(data), "--flavours", "float,torch-int8",
               "--rounds", "1", "--latency-samples", "4", "--json",
               uri=f"sqlite:///{tmp_path}/m.db")  # fmt: skip

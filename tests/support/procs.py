@@ -103,7 +103,7 @@ def start_service(
     full_env[f"{prefix}PORT"] = str(port)
     full_env[f"{prefix}LOG_JSON"] = "true"
     for k, v in (env or {}).items():
-        full_env[k if k.startswith(("MODELFLEET_", "HF_", "OMP_")) else prefix + k] = v
+        full_env[k if k.startswith(("MODELFLEET_", "HF_", "OMP_", "OTEL_")) else prefix + k] = v
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{name}-{port}.log"
     with log_path.open("wb") as fh:

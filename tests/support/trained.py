@@ -1,9 +1,10 @@
 """A small, real fine-tuned classifier for the registry tests, cached under ``.run/``.
 
 The packaged MiniLM gets a sequence-classification head and a short Trainer run on the intent
-examples shipped with the classification service; the held-out set is
-``tests/data/classification/intent.jsonl``. The result is a toolkit-shaped model directory
-(``save_pretrained`` weights + tokenizer, ``model_card.json``, ``metrics.json``) so export,
+examples shipped with the classification service; the held-out set is the shipped
+``modelfleet_toolkit/datasets/intent/test.csv`` (what ``make eval`` scores). The result is a
+model directory (``save_pretrained`` weights + tokenizer, ``model_card.json``, ``metrics.json``)
+so export,
 registry and serving tests start from what ``modelfleet train`` writes. Cached by a hash of the
 recipe, so only the first test session pays the ~30 s of training.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from tests.support.procs import ROOT
 
 INTENT_TASK = ROOT / "services" / "classification" / "tasks" / "intent.json"
-INTENT_HELD_OUT = ROOT / "tests" / "data" / "classification" / "intent.jsonl"
+INTENT_HELD_OUT = ROOT / "shared" / "modelfleet_toolkit" / "datasets" / "intent" / "test.csv"
 CACHE = ROOT / ".run" / "test-models"
 
 
@@ -34,8 +35,9 @@ def intent_examples() -> tuple[list[str], list[str]]:
 
 
 def held_out() -> tuple[list[str], list[str]]:
-    rows = [json.loads(line) for line in INTENT_HELD_OUT.read_text().splitlines() if line]
-    return [r["text"] for r in rows], [r["label"] for r in rows]
+    from modelfleet_toolkit import datasets
+
+    return datasets.read("intent", "test")
 
 
 def fine_tune(

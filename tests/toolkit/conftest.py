@@ -75,23 +75,6 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     For tests of the machinery around training (tuning, folds, DDP) where the model's quality
     does not matter: the same code path as MiniLM at a fraction of the cost per step.
     """
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from tests.support.tiny import build_tiny_encoder
 
-    from modelfleet.resolve import packaged_embedding_dir
-
-    out = tmp_path_factory.mktemp("tiny-encoder")
-    tokenizer = AutoTokenizer.from_pretrained(str(packaged_embedding_dir()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    import torch
-
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    return out
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))

@@ -99,3 +99,34 @@ def test_missing_model_or_data_is_a_one_line_error(
     argv = ["evaluate", "--no-track", "--model", str(tmp_path / "nope"), "--data", str(data)]
     assert cli.main(argv) == 2
     assert "modelfleet evaluate:" in capsys.readouterr().err
+
+
+def test_tune_storage_precedence_is_flag_then_env_then_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared storage's URL holds a password: the env var keeps it out of argv."""
+    from modelfleet_toolkit.commands.tune import STORAGE_ENV, resolve_tune
+
+    cfg = tmp_path / "tune.yaml"
+    cfg.write_text("train: {data: a.csv}\nstorage: sqlite:///file.db\n")
+    parser = cli.build_parser()
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    assert resolve_tune(parser.parse_args(["tune", "-c", str(cfg)])).storage == "sqlite:///file.db"
+    monkeypatch.setenv(STORAGE_ENV, "redis://:pw@redis:6379/1")
+    args = parser.parse_args(["tune", "-c", str(cfg)])
+    assert resolve_tune(args).storage == "redis://:pw@redis:6379/1"
+    args = parser.parse_args(["tune", "-c", str(cfg), "--storage", "sqlite:///flag.db"])
+    assert resolve_tune(args).storage == "sqlite:///flag.db"
+
+
+def test_exponent_floats_without_a_dot_are_floats(tmp_path: Path) -> None:
+    """`learning_rate: 1e-5` (and Helm's toYaml of 0.00001, "1e-05") is YAML 1.2's float;
+    PyYAML's YAML 1.1 would hand the string "1e-05" to a grid of values."""
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("learning_rate: 1e-05\ngrid: [1e-5, 2.0e-5, 3]\nquoted: '1e-5'\nsteps: 1_000\n")
+    assert load_yaml(cfg) == {
+        "learning_rate": 1e-5,
+        "grid": [1e-5, 2e-5, 3],
+        "quoted": "1e-5",
+        "steps": 1000,
+    }

@@ -77,6 +77,15 @@ app.kubernetes.io/part-of: modelfleet
 {{- printf "MODELFLEET_%s_" (upper .) }}
 {{- end }}
 
+{{/* TCP port of a URL: its explicit port, else 443 for https and 80 for http. */}}
+{{- define "modelfleet.urlPort" -}}
+{{- $host := (urlParse .).host }}
+{{- if contains ":" $host }}{{ last (splitList ":" $host) }}
+{{- else if hasPrefix "https:" . }}443
+{{- else }}80
+{{- end }}
+{{- end }}
+
 {{/* Decoder services export token and time-to-first-token metrics. */}}
 {{- define "modelfleet.isDecoder" -}}
 {{- if has . (list "llm" "generation") }}true{{ end }}
@@ -251,6 +260,14 @@ livenessProbe:
   value: {{ .root.Values.logJson | quote }}
 - name: {{ $p }}ENVIRONMENT
   value: {{ .root.Values.environment | quote }}
+{{- with .root.Values.tracing }}
+{{- if .otlpEndpoint }}
+- name: {{ $p }}OTLP_ENDPOINT
+  value: {{ .otlpEndpoint | quote }}
+- name: {{ $p }}TRACE_SAMPLE_RATIO
+  value: {{ include "modelfleet.str" .sampleRatio | quote }}
+{{- end }}
+{{- end }}
 # The root filesystem is read-only: anything that writes under $HOME goes to /tmp.
 - name: HOME
   value: /tmp
@@ -268,5 +285,81 @@ livenessProbe:
 {{- end }}
 {{- with .extraEnv }}
 {{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+GPU placement of a pod: (dict "root" $ "spec" $svc "resources" $resources), where spec has gpu,
+nodeSelector, tolerations, affinity and runtimeClassName. With spec.gpu.enabled: the GPU limit in
+resources, gpuScheduling's nodeSelector (merged under the spec's), tolerations (before the
+spec's) and runtimeClassName (unless the spec sets one), and gpu.products as required node
+affinity. Returns JSON {resources, nodeSelector, tolerations, affinity, runtimeClassName}: the
+model services and the toolkit's Jobs place their pods with this one rule.
+*/}}
+{{- define "modelfleet.gpuPlacement" -}}
+{{- $svc := .spec }}
+{{- $resources := deepCopy .resources }}
+{{- $nodeSelector := $svc.nodeSelector }}
+{{- $tolerations := $svc.tolerations }}
+{{- $runtimeClass := $svc.runtimeClassName }}
+{{- $affinity := deepCopy ($svc.affinity | default dict) }}
+{{- if and $svc.gpu.enabled $svc.gpu.products }}
+{{- /* GPU product affinity (labels from GPU feature discovery), e.g. NVIDIA-H100-80GB-HBM3. */}}
+{{- $term := dict "matchExpressions" (list (dict "key" "nvidia.com/gpu.product" "operator" "In" "values" $svc.gpu.products)) }}
+{{- $node := $affinity.nodeAffinity | default dict }}
+{{- $req := $node.requiredDuringSchedulingIgnoredDuringExecution | default dict }}
+{{- $terms := $req.nodeSelectorTerms | default list }}
+{{- if $terms }}
+{{- $merged := list }}
+{{- range $terms }}
+{{- $merged = append $merged (dict "matchExpressions" (concat (.matchExpressions | default list) $term.matchExpressions)) }}
+{{- end }}
+{{- $terms = $merged }}
+{{- else }}
+{{- $terms = list $term }}
+{{- end }}
+{{- $_ := set $req "nodeSelectorTerms" $terms }}
+{{- $_ := set $node "requiredDuringSchedulingIgnoredDuringExecution" $req }}
+{{- $_ := set $affinity "nodeAffinity" $node }}
+{{- end }}
+{{- if $svc.gpu.enabled }}
+{{- $limits := $resources.limits | default dict }}
+{{- $_ := set $limits $svc.gpu.resourceName $svc.gpu.count }}
+{{- $_ := set $resources "limits" $limits }}
+{{- $nodeSelector = merge (deepCopy ($svc.nodeSelector | default dict)) .root.Values.gpuScheduling.nodeSelector }}
+{{- $tolerations = concat .root.Values.gpuScheduling.tolerations ($svc.tolerations | default list) }}
+{{- $runtimeClass = $svc.runtimeClassName | default .root.Values.gpuScheduling.runtimeClassName }}
+{{- end }}
+{{- toJson (dict "resources" $resources "nodeSelector" $nodeSelector "tolerations" $tolerations "affinity" $affinity "runtimeClassName" $runtimeClass) }}
+{{- end }}
+
+{{/*
+The env entries that give a process the fleet's Redis URL in the variable .name, the password
+never in the pod spec: the built-in Redis as redis://:$(REDIS_PASSWORD)@<fullname>-redis:6379/<db>
+with REDIS_PASSWORD from its Secret (the kubelet expands $(VAR)); an external Redis as its URL
+Secret (db as in that URL); no Redis as "". (dict "root" $ "name" "MODELFLEET_GATEWAY_REDIS_URL" "db" 0)
+*/}}
+{{- define "modelfleet.redisUrlEnv" -}}
+{{- $v := .root.Values }}
+{{- if $v.redis.enabled }}
+# Not MODELFLEET_*: no setting reads it, only the $(REDIS_PASSWORD) below.
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "modelfleet.redisPasswordSecret" .root }}
+      key: {{ include "modelfleet.redisPasswordKey" .root }}
+# $(VAR) is expanded by the kubelet, so the password never appears in the pod spec.
+- name: {{ .name }}
+  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s-redis:6379/%s" (include "modelfleet.fullname" .root) (include "modelfleet.str" .db) | quote }}
+{{- else if or $v.externalRedis.url $v.externalRedis.existingSecret }}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.externalRedis.existingSecret | default (include "modelfleet.componentName" (dict "root" .root "component" "redis")) }}
+      key: {{ ternary $v.externalRedis.existingSecretKey "redis-url" (ne $v.externalRedis.existingSecret "") }}
+{{- else }}
+# No Redis configured.
+- name: {{ .name }}
+  value: ""
 {{- end }}
 {{- end }}

@@ -25,7 +25,14 @@ fails once with the whole list, so a user fixes their values in one pass.
 {{- $errs = append $errs "gateway.enabled=false with networkPolicy.enabled=true leaves the model services reachable by nobody: list their clients in networkPolicy.modelClientsFrom" }}
 {{- end }}
 {{- $mutableTags := list "latest" "main" "master" "stable" "edge" "nightly" "dev" }}
-{{- $images := dict "redis.image" $v.redis.image "redis.metrics.image" $v.redis.metrics.image }}
+{{- $images := dict "redis.image" $v.redis.image "redis.metrics.image" $v.redis.metrics.image "toolkit.image" $v.toolkit.image }}
+{{- $tuning := $v.toolkit.tuning }}
+{{- if and $tuning.enabled (eq $tuning.storage.type "redis") (not (include "modelfleet.redisConfigured" .)) }}
+{{- $errs = append $errs "toolkit.tuning.storage.type=redis needs a Redis (redis.enabled or externalRedis): or set storage.type=secret with a database URL" }}
+{{- end }}
+{{- if and $tuning.enabled (eq $tuning.storage.type "secret") (not $tuning.storage.existingSecret) }}
+{{- $errs = append $errs "toolkit.tuning.storage.type=secret needs toolkit.tuning.storage.existingSecret (a Secret holding the study's storage URL)" }}
+{{- end }}
 {{- range $name := include "modelfleet.services" . | fromJsonArray }}
 {{- $_ := set $images (printf "%s.image" $name) (get $v $name).image }}
 {{- if hasKey (get $v $name) "vllm" }}

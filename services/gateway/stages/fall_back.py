@@ -48,7 +48,9 @@ class FallBack:
             primary = exc
         route = ex.route
         fb = FALLBACKS.get(route.path)
-        if fb is not None and self.pools[fb.pool].available():
+        if fb is not None and (lost := fb.loses(ex.payload)) is not None:
+            log.info("no fallback for %s: %s cannot be served by %s", route.path, lost, fb.pool)
+        elif fb is not None and self.pools[fb.pool].available():
             converted = orjson.dumps(fb.request(ex.payload))
             try:
                 res = await self.upstream.send(

@@ -198,8 +198,7 @@ class Engine:
             self._thread = None
         err = ServiceUnavailable("the decoder is shutting down", retry_after=5)
         for seq in [*self._running, *self._waiting]:
-            for s in [seq, *seq.forks]:
-                self._fail(s, err)
+            self._fail(seq, err)
         self._running.clear()
         self._waiting.clear()
 
@@ -218,8 +217,7 @@ class Engine:
                     log.exception("decoding step failed; failing the batch")
                     err = FleetError(f"generation failed: {exc}")
                     for seq in self._running:
-                        for s in [seq, *seq.forks]:
-                            self._fail(s, err)
+                        self._fail(seq, err)
                     self._running.clear()
 
     def _admit(self, now: float) -> int:
@@ -236,8 +234,7 @@ class Engine:
                 kept: collections.deque[SequenceState] = collections.deque()
                 for s in self._waiting:
                     if s.deadline < now:
-                        for f in [s, *s.forks]:
-                            self._fail(f, DeadlineExceeded("request waited too long for a slot"))
+                        self._fail(s, DeadlineExceeded("request waited too long for a slot"))
                         continue
                     heir = heir_of(s) if s.cancelled else s
                     if heir is not None:
@@ -251,6 +248,7 @@ class Engine:
             ):
                 seq = self._waiting.popleft()
                 self._running.append(seq)
+                seq.admitted_at = now
                 if self.observer is not None:
                     self.observer.admitted(seq.route, len(seq.prompt))
             return len(self._waiting)
@@ -289,6 +287,7 @@ class Engine:
                 assert seq.cache is not None
                 for child in seq.forks:
                     child.cache, child.pos = seq.cache.clone(), seq.pos
+                    child.admitted_at = seq.admitted_at
                     entries.append((child, i))
                     self._running.append(child)
                 seq.forks = []
@@ -354,6 +353,7 @@ class Engine:
     def _advance(self, seq: SequenceState, token: int, now: float) -> None:
         seq.generated += 1
         if seq.generated == 1:
+            seq.first_token_at = now
             if self.observer is not None:
                 self.observer.first_token(seq.route, now - seq.arrival)
         elif self.observer is not None:
@@ -381,11 +381,11 @@ class Engine:
         seq.events.append(Chunk(text, seq.generated, reason, take_logprobs(seq)))
 
     def _fail(self, seq: SequenceState, err: BaseException) -> None:
-        seq.done = True
-        seq.cache = None
-        gen = seq.generation
-        with contextlib.suppress(RuntimeError):  # loop already closed
-            gen._loop.call_soon_threadsafe(gen._deliver, err)
+        """End ``seq`` and the choices forked from it (if not yet forked) with ``err``."""
+        for s in [seq, *seq.forks]:
+            s.done, s.cache, gen = True, None, s.generation
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                gen._loop.call_soon_threadsafe(gen._deliver, err)
 
     def _flush_events(self, batch: list[SequenceState]) -> None:
         """Hand this step's chunks to their event loops, one thread-safe call per loop."""

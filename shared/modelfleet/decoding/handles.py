@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelfleet.decoding.sampling import TokenLogprob
+from modelfleet.tracing import record_sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +58,12 @@ class Generation:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Chunk]:
+        error: BaseException | None = None
         try:
             while self.finish_reason is None:
                 item = await self._queue.get()
                 if isinstance(item, BaseException):
+                    error = item
                     raise item
                 self.completion_tokens = item.completion_tokens
                 if item.finish_reason is not None:
@@ -69,6 +72,8 @@ class Generation:
         finally:
             if self.finish_reason is None:
                 self.cancel()
+            if self._seq is not None and self._seq.trace is not None:
+                record_sequence(self._seq, error)
 
     async def collect(self) -> Completion:
         """Wait for the whole text."""

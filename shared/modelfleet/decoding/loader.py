@@ -121,6 +121,7 @@ def load_causal_lm(
     dtype: str = "auto",
     quantize: str = "none",
     context_window: int = 0,
+    trust_remote_code: bool = False,
 ) -> LoadedModel:
     """Load tokenizer and model for inference; convert a GGUF file first if that is the source."""
     import torch
@@ -137,6 +138,8 @@ def load_causal_lm(
         kwargs["local_files_only"] = True
     elif revision:
         kwargs["revision"] = revision
+    if trust_remote_code:
+        kwargs["trust_remote_code"] = True
     dev = pick_device(device)
     dt = torch_dtype(dtype, dev)
     if quantize == "int8" and dev != "cpu":

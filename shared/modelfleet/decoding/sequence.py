@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from modelfleet import tracing
 from modelfleet.decoding.attention import SequenceCache
 from modelfleet.decoding.handles import Chunk, Generation
 from modelfleet.decoding.sampling import (
@@ -43,6 +45,11 @@ class SequenceState:
     pending_logprobs: list[TokenLogprob] = field(default_factory=list)
     # n > 1: the other choices of this request, forked from this one when its prefill ends.
     forks: list[SequenceState] = field(default_factory=list)
+    # Tracing (modelfleet.tracing): the request's span, taken where the sequence is created (on
+    # the caller's event loop, in its request's context), and the engine's times for its spans.
+    trace: Any = field(default_factory=tracing.capture)
+    admitted_at: float = 0.0
+    first_token_at: float = 0.0
 
     @property
     def prefilling(self) -> bool:

@@ -25,6 +25,7 @@ from modelfleet.decoding.tools import template_knows_tools, transcript
 from modelfleet.errors import InvalidRequest, PayloadTooLarge
 from modelfleet.resolve import PACKAGED_LLM, ModelSource, packaged_llm_gguf, resolve
 from modelfleet.service import ModelService
+from modelfleet.tokenize import TokenizerRef
 
 log = logging.getLogger("modelfleet.decoding.service")
 
@@ -84,6 +85,7 @@ class DecoderService(ModelService):
             dtype=s.dtype,
             quantize=s.quantize,
             context_window=s.context_window,
+            trust_remote_code=s.trust_remote_code,
         )
         engine = Engine(
             lm,
@@ -113,6 +115,9 @@ class DecoderService(ModelService):
                 "generation_defaults": self.generation_defaults,
             },
         )
+
+    def tokenizers(self) -> dict[str, TokenizerRef]:
+        return {self.model_id: TokenizerRef(self.lm.tokenizer, self.engine.context_window)}
 
     def warmup(self) -> None:
         asyncio.run(self._warm())

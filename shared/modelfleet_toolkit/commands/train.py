@@ -30,10 +30,15 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def resolve_train(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from the config file's values overridden by the flags given."""
+    return resolve(TrainConfig, load_yaml(args.config), args)
+
+
 def run(args: argparse.Namespace) -> int:
     from modelfleet_toolkit.train import train
 
-    config = resolve(TrainConfig, load_yaml(args.config), args)
+    config = resolve_train(args)
     result = train(config)
     summary: dict[str, Any] = {
         "output_dir": str(result.output_dir),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from modelfleet_toolkit import console
@@ -16,6 +17,11 @@ from modelfleet_toolkit.config import (
 )
 from modelfleet_toolkit.tuneconfig import TuneConfig
 
+# The study's storage URL from the environment: a shared storage's URL carries its password, and
+# argv is visible to every user of the node (ps, /proc/<pid>/cmdline); the chart's tuning Job
+# sets it from a Secret. Precedence: --storage > this variable > the config file's storage.
+STORAGE_ENV = "MODELFLEET_TUNE_STORAGE"
+
 # Flags named like a study setting (--seed, --output-dir) set the study's, not the trials'.
 SHARED = frozenset(TuneConfig.model_fields) & frozenset(TrainConfig.model_fields)
 
@@ -25,6 +31,7 @@ EXAMPLES = """config file (tune.yaml):
   pruner: median          # median | hyperband | none
   n_trials: 20
   storage: sqlite:///optuna.db     # or redis://redis:6379/0 shared by several workers
+                                   # (env MODELFLEET_TUNE_STORAGE: a URL with a password)
   search_space:
     learning_rate: {type: float, low: 1.0e-5, high: 3.0e-4, log: true, grid: [2.0e-5, 1.0e-4]}
     batch_size: {type: categorical, choices: [8, 16, 32]}
@@ -33,6 +40,8 @@ examples:
   modelfleet tune -c tune.yaml
   modelfleet tune -c tune.yaml --sampler grid --study-name grid-1
   modelfleet tune -c tune.yaml              # again after a crash: the study resumes
+  MODELFLEET_TUNE_STORAGE=redis://:$PW@redis:6379/1 modelfleet tune -c tune.yaml  # one worker
+                                            # of several: each stops once the study holds n_trials
 """
 
 
@@ -50,8 +59,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def resolve_tune(args: argparse.Namespace) -> TuneConfig:
-    """TuneConfig from the file's values and flags (training flags go into ``train``)."""
+    """TuneConfig from the file's values, $MODELFLEET_TUNE_STORAGE and flags (training flags go
+    into ``train``)."""
     values = load_yaml(args.config)
+    if os.environ.get(STORAGE_ENV):
+        values["storage"] = os.environ[STORAGE_ENV]
     train_values = {**values.pop("train", {}), **flag_values(args, TrainConfig, exclude=SHARED)}
     values.update(flag_values(args, TuneConfig))
     try:
