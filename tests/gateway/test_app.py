@@ -37,7 +37,9 @@ def test_create_app_touches_nothing_until_the_lifespan_runs() -> None:
     )
     t0 = time.monotonic()
     app = create_app(settings)
-    assert time.monotonic() - t0 < 0.5
+    # A connect to the unroutable address would hang for seconds; construction is milliseconds
+    # (up to ~0.6 s was seen on a loaded 2-core runner, hence the margin).
+    assert time.monotonic() - t0 < 2.0
     fastapi_app = app.app.app  # RequestContextMiddleware -> RouteTable -> FastAPI
     paths = {getattr(r, "path", None) for r in fastapi_app.routes}
     assert {"/v1/chat/completions", "/v1/embeddings", "/v1/fleet", "/ready"} <= paths

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 import pytest
 
 from modelfleet_toolkit.config import TrainConfig
@@ -147,7 +148,9 @@ def test_a_killed_study_resumes(tmp_path: Path, tiny_train: TrainConfig) -> None
             if (tmp_path / "optuna.db").exists():
                 try:
                     done = _finished(url, "killed")
-                except KeyError:  # the study is not created yet
+                except (KeyError, sqlalchemy.exc.SQLAlchemyError):
+                    # The study is not created yet, or the child is creating the schema: a
+                    # storage opened meanwhile races it for alembic_version.
                     done = 0
                 if done >= 1:
                     break
