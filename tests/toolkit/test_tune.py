@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy.exc
 import pytest
+import sqlalchemy.exc
 
 from modelfleet_toolkit.config import TrainConfig
 from modelfleet_toolkit.tune import storage, tune
