@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,7 +55,9 @@ def process_from(
 def gateway_env(backend: str, redis: Proc) -> dict[str, str]:
     env = {"DISCOVERY": "static", **FAST_HEALTH, "REDIS_URL": f"redis://127.0.0.1:{redis.port}/0"}
     for pool in POOLS:
-        env[f"{pool.upper()}_URLS"] = backend if pool == "embedding" else ""
+        url = backend if pool == "embedding" else ""
+        env[f"{pool.upper()}_URLS"] = url  # the old tree's flat setting
+        env[f"{pool.upper()}__URLS"] = url  # nested pool settings since the chart contract
     return env
 
 
@@ -128,9 +131,48 @@ def run(old: Path) -> dict[str, Any]:
                                          / median(r["rps"] for r in s64["old"]), 3),
             "new_minus_old_p50_ms_1": round(paired(s1, "old", "new", "p50_ms"), 3),
         }  # fmt: skip
+        res["llm_service"] = llm_old_vs_new(old, new)
     finally:
         redis.stop()
     return res
+
+
+def llm_old_vs_new(old: Path, new: Path, rounds_n: int = 3, seconds: int = 12) -> dict[str, Any]:
+    """The old and the new llm service, 16 concurrent chats x 64 tokens, alternating rounds:
+    generated tokens/s from each service's own completion-token counter over the wrk run."""
+    from tests.perf.bench_decoder import (
+        CONCURRENCY,
+        LLM_ENV,
+        PROMPTS,
+        chat_body,
+        completion_tokens,
+    )
+
+    bodies = [json.dumps(chat_body(p)) for p in PROMPTS[:CONCURRENCY]]
+    tps: dict[str, list[float]] = {"old": [], "new": []}
+    with (
+        process_from(old, "llm", LLM_ENV) as l_old,
+        process_from(new, "llm", LLM_ENV) as l_new,
+    ):
+        procs = {"old": l_old, "new": l_new}
+        for i in range(rounds_n + 1):
+            order = ["old", "new"] if i % 2 == 0 else ["new", "old"]
+            for name in order:
+                proc = procs[name]
+                before = completion_tokens(proc)
+                t0 = time.perf_counter()
+                wrk_post(proc.url, "/v1/chat/completions", bodies, connections=CONCURRENCY,
+                         duration_s=seconds)  # fmt: skip
+                rate = (completion_tokens(proc) - before) / (time.perf_counter() - t0)
+                if i > 0:  # round 0 warms both up
+                    tps[name].append(rate)
+    return {
+        "old_tokens_per_s": round(median(tps["old"]), 1),
+        "new_tokens_per_s": round(median(tps["new"]), 1),
+        "new_over_old": round(
+            median(n / o for o, n in zip(tps["old"], tps["new"], strict=True)), 3
+        ),
+    }
 
 
 if __name__ == "__main__":
