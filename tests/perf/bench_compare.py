@@ -140,13 +140,8 @@ def run(old: Path) -> dict[str, Any]:
 def llm_old_vs_new(old: Path, new: Path, rounds_n: int = 3, seconds: int = 12) -> dict[str, Any]:
     """The old and the new llm service, 16 concurrent chats x 64 tokens, alternating rounds:
     generated tokens/s from each service's own completion-token counter over the wrk run."""
-    from tests.perf.bench_decoder import (
-        CONCURRENCY,
-        LLM_ENV,
-        PROMPTS,
-        chat_body,
-        completion_tokens,
-    )
+    from tests.perf.bench_decoder import CONCURRENCY, LLM_ENV, chat_body, completion_tokens
+    from tests.perf.common import PROMPTS
 
     bodies = [json.dumps(chat_body(p)) for p in PROMPTS[:CONCURRENCY]]
     tps: dict[str, list[float]] = {"old": [], "new": []}
