@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as redis
 
@@ -136,4 +137,13 @@ class RateLimiter:
             return
         key = f"mf:rl:{client_id}:t:{int(self.clock() // WINDOW_S)}"
         with contextlib.suppress(RedisDown):
-            await self.redis.call(lambda r: r.incrby(key, tokens))
+            # INCRBY creates the key when the minute has rolled over since the request began:
+            # it gets the window's TTL too, or it would live forever (the soak caught one).
+            await self.redis.call(lambda r: _incr_with_ttl(r, key, tokens))
+
+
+async def _incr_with_ttl(r: Any, key: str, amount: int) -> Any:
+    pipe = r.pipeline(transaction=False)
+    pipe.incrby(key, amount)
+    pipe.expire(key, WINDOW_S * 2)
+    return await pipe.execute()

@@ -92,4 +92,7 @@ def _sigterm_mid_generation(llm_victim: Proc) -> None:
     assert not any("error" in c for c in chunks), chunks[-1]
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert finished - termed < 300  # the grace period
-    assert llm_victim.popen.wait(30) == 0
+    # uvicorn re-raises the captured SIGTERM once its shutdown is complete, so a clean exit is
+    # 0 or -SIGTERM; "Finished server process" in the log says the shutdown ran to its end.
+    assert llm_victim.popen.wait(30) in (0, -signal.SIGTERM)
+    assert "Finished server process" in llm_victim.log()

@@ -49,3 +49,32 @@ def test_without_redis_limits_are_open() -> None:
             await stage(exchange(CHAT, b"x" * 400), Answer())
 
     run(main)
+
+
+def test_settling_after_the_minute_rolled_over_leaves_no_key_without_a_ttl(
+    redis_proc: Proc,
+) -> None:
+    """A settle (or refund) whose window began after the request did creates the window's key:
+    it must expire like every other (`make soak` found one that never would)."""
+    import redis.asyncio as aioredis
+
+    async def main() -> None:
+        url = f"redis://127.0.0.1:{redis_proc.port}/0"
+        guard = RedisGuard(url, GatewayMetrics())
+        await guard.start()
+        now = [1_000_000.0]
+        limiter = RateLimiter(guard, GatewayMetrics(), rpm=0, tpm=1000, clock=lambda: now[0])
+        client = f"test:{uuid.uuid4().hex}"
+        try:
+            await limiter.check(client, 100)
+            now[0] += 61  # the request ends in the next window
+            await limiter.add_tokens(client, -40)
+            r = aioredis.from_url(url)
+            keys = [k async for k in r.scan_iter(f"mf:rl:{client}:*")]
+            assert len(keys) == 2
+            assert all([await r.ttl(k) > 0 for k in keys])
+            await r.aclose()
+        finally:
+            await guard.close()
+
+    run(main)
