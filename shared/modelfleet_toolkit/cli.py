@@ -8,10 +8,12 @@ with one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from modelfleet_toolkit import console
 from modelfleet_toolkit.commands import (
     cv,
     data,
@@ -50,6 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "json", False):
+            # stdout carries the one JSON object: what libraries print while the command runs
+            # (the Trainer's log dicts, progress) goes to stderr.
+            out = sys.stdout
+            with console.json_to(out), contextlib.redirect_stdout(sys.stderr):
+                return int(args.handler(args))
         return int(args.handler(args))
     except (ConfigError, DataError, OSError) as exc:  # OSError: a model or file not found
         print(f"modelfleet {args.command}: {exc}", file=sys.stderr)

@@ -5,11 +5,12 @@ Progress bars always go to stderr, so ``--json`` output on stdout stays one pars
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -30,10 +31,24 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+_json_out: list[TextIO] = []
+
+
+@contextlib.contextmanager
+def json_to(stream: TextIO) -> Iterator[None]:
+    """Send :func:`emit_json` to ``stream`` (the real stdout) while the command runs."""
+    _json_out.append(stream)
+    try:
+        yield
+    finally:
+        _json_out.pop()
+
+
 def emit_json(result: Mapping[str, Any]) -> None:
     """The command's result as one JSON object on stdout."""
-    sys.stdout.write(json.dumps(_plain(result), ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+    out = _json_out[-1] if _json_out else sys.stdout
+    out.write(json.dumps(_plain(result), ensure_ascii=False) + "\n")
+    out.flush()
 
 
 def fmt(value: Any) -> str:
