@@ -24,45 +24,36 @@ application). Idle connections are dropped before the backends' 30 s keep-alive 
 from __future__ import annotations
 
 import asyncio
-import collections
 import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import cast
 from urllib.parse import urlsplit
 
-import httptools
+from services.gateway.h1_conn import (
+    MAX_HEAD_BYTES,
+    Connection,
+    Headers,
+    UpstreamConnectError,
+    UpstreamDisconnected,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+)
 
-Headers = list[tuple[bytes, bytes]]
+__all__ = [
+    "MAX_HEAD_BYTES",
+    "H1Pool",
+    "H1Response",
+    "H1Stream",
+    "Headers",
+    "Origin",
+    "UpstreamConnectError",
+    "UpstreamDisconnected",
+    "UpstreamTimeout",
+    "UpstreamTooLarge",
+]
 
-# Pause reading from a backend when a slow client lets this much of a stream pile up.
-HIGH_WATER = 1 << 20
-LOW_WATER = 1 << 18
 SWEEP_EVERY = 1024
-# A status line and headers larger than this are refused (the connection is dropped): the
-# services' own heads are a few hundred bytes.
-MAX_HEAD_BYTES = 64 << 10
-
-
-class UpstreamConnectError(Exception):
-    """No connection could be made; nothing was sent."""
-
-
-class UpstreamDisconnected(Exception):
-    """The connection broke before the response was complete."""
-
-
-class UpstreamTimeout(Exception):
-    """No (complete) response within the deadline."""
-
-
-class UpstreamTooLarge(Exception):
-    """The response body is over the pool's cap; nothing of it was kept (the gateway's 502)."""
-
-
-class _Stray(Exception):
-    """Bytes outside a request/response exchange: the connection can no longer be trusted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,179 +78,10 @@ class H1Response:
     body: bytes
 
 
-class _Connection(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.idle_since = 0.0
-        self.received_any = False
-        self.head_bytes = 0
-        self.status = 0
-        self.headers: Headers = []
-        self.complete = False
-        self.keep_alive = False
-        # A response is expected from send() until its end; any byte outside that (after the
-        # end, or on an idle pooled connection) closes the connection, never reaching a client.
-        self.expecting = False
-        self.began = False
-        self.max_body = 0  # 0 = no cap (streams are relayed, never buffered)
-        self.body_bytes = 0
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._buffered = 0
-        self._paused = False
-        self._head: asyncio.Future[None] | None = None
-        self._wake: asyncio.Future[None] | None = None
-        self._error: Exception | None = None
-
-    # -- asyncio.Protocol ----------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        if not self.expecting:
-            self.close()  # stray bytes: a response nobody asked for, or after the response
-            return
-        self.received_any = True
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            if not self.complete and self._error is None:
-                self._fail(UpstreamDisconnected(f"malformed response: {exc}"))
-            # Complete: the answer stands, the bytes after it are dropped with the connection.
-            self.close()
-            return
-        if not self.status:
-            self.head_bytes += len(data)
-            if self.head_bytes > MAX_HEAD_BYTES:
-                self._fail(UpstreamDisconnected(f"response head over {MAX_HEAD_BYTES} bytes"))
-                self.close()
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if not self.complete:
-            self._fail(UpstreamDisconnected("connection closed before the response completed"))
-
-    # -- httptools callbacks -------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        if self.began or not self.expecting:
-            raise _Stray("a second response in one exchange")
-        self.began = True
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-        _wake(self._head)
-
-    def on_body(self, body: bytes) -> None:
-        self.body_bytes += len(body)
-        if self.max_body and self.body_bytes > self.max_body:
-            self._fail(UpstreamTooLarge(f"response body over {self.max_body} bytes"))
-            raise _Stray("body over the cap")  # stops the parser; the connection is closed
-        self._chunks.append(body)
-        self._buffered += len(body)
-        if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
-        _wake(self._wake)
-
-    def on_message_complete(self) -> None:
-        # Only valid inside the callback: llhttp resets its state right after.
-        self.keep_alive = self.parser.should_keep_alive()
-        self.complete = True
-        self.expecting = False
-        _wake(self._head)
-        _wake(self._wake)
-
-    # -- used by the pool ----------------------------------------------------------------
-    def send(self, data: bytes, max_body: int = 0) -> None:
-        if self.closed or self.transport is None or self.transport.is_closing():
-            self.received_any = False
-            raise UpstreamDisconnected("connection closed before the request was sent")
-        self.received_any = False
-        self.expecting = True
-        self.began = False
-        self.max_body = max_body
-        self.body_bytes = 0
-        self.head_bytes = 0
-        self.status = 0
-        self.headers = []
-        self.complete = False
-        self.keep_alive = False
-        self._chunks.clear()
-        self._buffered = 0
-        self._error = None
-        self.transport.write(data)
-
-    async def read_head(self) -> None:
-        if self.status or self.complete:
-            return
-        if self._error is not None:
-            raise self._error
-        self._head = asyncio.get_running_loop().create_future()
-        try:
-            await self._head
-        finally:
-            self._head = None
-        if self._error is not None and not self.status:
-            raise self._error
-
-    async def read_chunk(self) -> bytes | None:
-        """The next piece of the body, or None at its end."""
-        while True:
-            if self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
-                if self._paused and self._buffered < LOW_WATER and self.transport is not None:
-                    self._paused = False
-                    self.transport.resume_reading()
-                return chunk
-            if self.complete:
-                return None
-            if self._error is not None:
-                raise self._error
-            self._wake = asyncio.get_running_loop().create_future()
-            try:
-                await self._wake
-            finally:
-                self._wake = None
-
-    async def read_body(self) -> bytes:
-        parts = []
-        while (chunk := await self.read_chunk()) is not None:
-            parts.append(chunk)
-        return b"".join(parts)
-
-    def reusable(self) -> bool:
-        return self.complete and self.keep_alive and not self.closed
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def _fail(self, exc: Exception) -> None:
-        self._error = exc
-        for fut in (self._head, self._wake):
-            if fut is not None and not fut.done():
-                fut.set_exception(exc)
-
-
-def _wake(fut: asyncio.Future[None] | None) -> None:
-    if fut is not None and not fut.done():
-        fut.set_result(None)
-
-
 class H1Stream:
     """A response whose head arrived; iterate ``chunks()`` for the body, then it is released."""
 
-    def __init__(self, pool: H1Pool, origin: Origin, conn: _Connection, chunk_timeout: float):
+    def __init__(self, pool: H1Pool, origin: Origin, conn: Connection, chunk_timeout: float):
         self.pool = pool
         self.origin = origin
         self.conn = conn
@@ -303,7 +125,7 @@ class H1Pool:
         # back-pressure, never held whole.
         self.max_response_bytes = max_response_bytes
         self.keepalive_expiry_s = keepalive_expiry_s
-        self._idle: dict[Origin, list[_Connection]] = {}
+        self._idle: dict[Origin, list[Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
         self._releases = 0
         self.opened = 0
@@ -361,7 +183,7 @@ class H1Pool:
         body: bytes,
         extra_headers: bytes,
         max_body: int = 0,
-    ) -> _Connection:
+    ) -> Connection:
         request = b"".join((
             method, b" ", path, b" HTTP/1.1\r\nHost: ", origin.host_header,
             b"\r\nContent-Type: application/json\r\nContent-Length: ", b"%d" % len(body),
@@ -384,7 +206,7 @@ class H1Pool:
                 raise
         raise AssertionError("unreachable")
 
-    async def _acquire(self, origin: Origin) -> tuple[_Connection, bool]:
+    async def _acquire(self, origin: Origin) -> tuple[Connection, bool]:
         idle = self._idle.get(origin)
         if idle:
             now = time.monotonic()
@@ -400,7 +222,7 @@ class H1Pool:
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 _, conn = await loop.create_connection(
-                    _Connection, origin.host, origin.port, ssl=ssl_ctx
+                    Connection, origin.host, origin.port, ssl=ssl_ctx
                 )
         except (OSError, TimeoutError) as exc:
             msg = f"cannot connect to {origin.host}:{origin.port}: {exc!r}"
@@ -408,7 +230,7 @@ class H1Pool:
         self.opened += 1
         return conn, False
 
-    def release(self, origin: Origin, conn: _Connection) -> None:
+    def release(self, origin: Origin, conn: Connection) -> None:
         if conn.reusable():
             conn.idle_since = time.monotonic()
             self._idle.setdefault(origin, []).append(conn)
