@@ -143,17 +143,32 @@ class GpuSampler:
         if self._nv is not None:
             with contextlib.suppress(Exception):
                 handle = self._nv.nvmlDeviceGetHandleByIndex(0)
-        proc = None
+        # The process and its children: with FRONTENDS=N the work is in the children.
+        procs: dict[int, psutil.Process] = {}
+
+        def cpu_percent() -> float:
+            root = psutil.Process(self.pid)
+            for p in [root, *root.children(recursive=True)]:
+                if p.pid not in procs:
+                    procs[p.pid] = p
+                    p.cpu_percent(None)  # the first call only starts the interval
+            total = 0.0
+            for pid, p in list(procs.items()):
+                try:
+                    total += p.cpu_percent(None)
+                except psutil.Error:
+                    del procs[pid]
+            return total
+
         if self.pid:
             with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(self.pid)
-                proc.cpu_percent(None)
+                cpu_percent()
         while not self._stop.wait(self.period):
             with contextlib.suppress(Exception):
                 self._sample_gpu(handle)
-            if proc is not None:
+            if self.pid:
                 with contextlib.suppress(psutil.Error):
-                    self.cpu.append(proc.cpu_percent(None))
+                    self.cpu.append(cpu_percent())
 
     def __enter__(self) -> GpuSampler:
         self._thread.start()
@@ -178,5 +193,5 @@ class GpuSampler:
         if power := trim(self.power_w):
             out["gpu_power_w_median"] = round(statistics.median(power), 1)
         if cpu := trim(self.cpu):
-            out["process_cpu_percent_median"] = round(statistics.median(cpu), 1)
+            out["process_tree_cpu_percent_median"] = round(statistics.median(cpu), 1)
         return out

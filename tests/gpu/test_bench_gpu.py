@@ -121,3 +121,29 @@ def test_frontends_is_detected_by_building_the_settings(monkeypatch: pytest.Monk
 def test_what_a_device_call_carries_stays_under_64_mib() -> None:
     """Tracked files leave room for .gpu/ (47.4 MiB) and .whl/ (4.0 MiB) as built on 2026-12-04."""
     assert wheels.tree_mib()["tracked"] < wheels.LIMIT_MIB - 47.4 - 4.0 - 2.0
+
+
+def test_sampler_counts_the_children_of_a_process_and_no_gpu_here() -> None:
+    """With FRONTENDS=N the supervisor idles and its children work: their CPU must count."""
+    import time
+
+    from tests.gpu.gpuinfo import GpuSampler
+
+    spin = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'while True: pass'])"
+    parent = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        with GpuSampler(parent.pid, period_s=0.1) as sampler:
+            deadline = time.monotonic() + 20
+            while len([c for c in sampler.cpu if c > 0]) < 8 and time.monotonic() < deadline:
+                threading.Event().wait(0.1)
+        summary = sampler.summary()
+    finally:
+        import psutil
+
+        for child in psutil.Process(parent.pid).children(recursive=True):
+            child.kill()
+        parent.kill()
+        parent.wait()
+    assert summary["process_tree_cpu_percent_median"] > 20
+    if sampler.source == "none":  # no NVML, no nvidia-smi: nothing reported, not zeros
+        assert "gpu_util_percent_median" not in summary and summary["gpu_samples"] == 0
