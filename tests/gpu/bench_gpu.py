@@ -122,6 +122,10 @@ def run(ctx: Ctx, names: list[str]) -> None:
         rep.data["errors"].update({f"start_{k}": v for k, v in svc.start_errors.items()})
 
     emb_load = sec_embedding.section_throughput
+
+    def limit(name: str) -> float:
+        return float(min(LIMITS_S[name] * ctx.args.limit_scale, rep.left()))
+
     sections: dict[str, Callable[[dict[str, Any]], None]] = {
         "env": lambda r: section_env(r, ctx.device),
         "build_llm": lambda r: _build(r, ctx),
@@ -132,15 +136,14 @@ def run(ctx: Ctx, names: list[str]) -> None:
         "embedding_throughput": lambda r: emb_load(r, ctx, "embedding", 1),
         "embedding_throughput_frontends4": lambda r: emb_load(r, ctx, "embedding_f4", 4),
         "classification": lambda r: sec_services.section_classification(r, ctx),
-        "engine_checks": lambda r: sec_extra.section_engine_checks(r, ctx),
-        "vllm": lambda r: sec_extra.section_vllm(r, ctx, LIMITS_S["vllm"] * ctx.args.limit_scale),
+        "engine_checks": lambda r: sec_extra.section_engine_checks(r, ctx, limit("engine_checks")),
+        "vllm": lambda r: sec_extra.section_vllm(r, ctx, limit("vllm")),
     }
     needs_llm = {"decoder_invariance", "decoder_throughput", "llm_service", "vllm"}
     if needs_llm & set(names) and "build_llm" not in names:
         names = [n for n in SECTIONS if n == "build_llm" or n in names]
     start(["embedding", "embedding_f4", "classification"])
     for name in names:
-        limit = LIMITS_S[name] * ctx.args.limit_scale
         if name in NEEDS_ASSETS and not ASSETS.is_dir():
             rep.skip(name, f"{ASSETS} missing: run `python -m tests.gpu.prepare_assets` first")
         elif name == "embedding_throughput_frontends4" and not f4:
@@ -152,7 +155,7 @@ def run(ctx: Ctx, names: list[str]) -> None:
         elif name in needs_llm and "llm_dir" not in ctx.shared:
             rep.skip(name, "no LLM checkpoint (build_llm did not finish)")
         else:
-            rep.section(name, sections[name], limit)
+            rep.section(name, sections[name], LIMITS_S[name] * ctx.args.limit_scale)
         if name == "build_llm" and "llm_dir" in ctx.shared:
             start(["llm"])
         if name == "llm_service":

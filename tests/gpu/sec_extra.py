@@ -5,7 +5,9 @@ vLLM is not in the device image (KINDS.md's package list) and its wheels are far
 worker processes and CUDA state die with it, wherever vllm is installed.
 
 ``tests/gpu/engine_checks.py`` (another branch may add it) is run if present: its ``run`` is
-called with whichever of ``res``, ``device``, ``quick``, ``llm_dir``, ``out`` it names.
+called with whichever of ``res``, ``device``, ``quick``, ``llm_dir``, ``out`` it names (a dict
+it returns joins the results); without a ``run`` it runs as a script, told the device and the
+checkpoint by ``GPU_CHECK_DEVICE`` / ``GPU_CHECK_LLM_DIR``, and fails the section by exit code.
 
 Run as ``python -m tests.gpu.sec_extra vllm LLM_DIR NEW_TOKENS OUT_JSON`` (the subprocess).
 """
@@ -16,6 +18,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import os
 import subprocess
 import sys
 import time
@@ -33,18 +36,28 @@ def engine_checks_available() -> bool:
     return importlib.util.find_spec("tests.gpu.engine_checks") is not None
 
 
-def section_engine_checks(res: dict[str, Any], ctx: Ctx) -> None:
+def section_engine_checks(res: dict[str, Any], ctx: Ctx, limit_s: float) -> None:
+    """Its ``run(...)`` in-process if it has one, else ``python -m tests.gpu.engine_checks``."""
     mod = importlib.import_module("tests.gpu.engine_checks")
-    run = getattr(mod, "run", None) or getattr(mod, "main", None)
-    if run is None:
-        raise RuntimeError("tests/gpu/engine_checks.py has neither run() nor main()")
+    run = getattr(mod, "run", None)
     offered: dict[str, Any] = {"res": res, "device": ctx.device, "quick": ctx.quick,
                                "llm_dir": ctx.shared.get("llm_dir"),
                                "out": ctx.args.out}  # fmt: skip
-    names = inspect.signature(run).parameters
-    out = run(**{k: v for k, v in offered.items() if k in names})
-    if isinstance(out, dict):
-        res.update(out)
+    if run is not None:
+        names = inspect.signature(run).parameters
+        out = run(**{k: v for k, v in offered.items() if k in names})
+        if isinstance(out, dict):
+            res.update(out)
+        return
+    # A standalone script: told the device and checkpoint by environment, judged by exit code.
+    env = {**os.environ, "GPU_CHECK_DEVICE": ctx.device,
+           "GPU_CHECK_LLM_DIR": str(ctx.shared.get("llm_dir") or "")}  # fmt: skip
+    r = subprocess.run([sys.executable, "-m", "tests.gpu.engine_checks"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=max(5.0, limit_s - 5))  # fmt: skip
+    res["returncode"] = r.returncode
+    res["output_tail"] = (r.stdout + r.stderr)[-3000:]
+    if r.returncode != 0:
+        raise RuntimeError(f"tests/gpu/engine_checks.py exited with {r.returncode}")
 
 
 def section_vllm(res: dict[str, Any], ctx: Ctx, limit_s: float) -> None:

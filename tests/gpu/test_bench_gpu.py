@@ -147,3 +147,30 @@ def test_sampler_counts_the_children_of_a_process_and_no_gpu_here() -> None:
     assert summary["process_tree_cpu_percent_median"] > 20
     if sampler.source == "none":  # no NVML, no nvidia-smi: nothing reported, not zeros
         assert "gpu_util_percent_median" not in summary and summary["gpu_samples"] == 0
+
+
+def test_engine_checks_run_gets_the_arguments_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine branch's checks plug in by naming what they need; what they return is kept."""
+    import types
+
+    from tests.gpu import bench_gpu, sec_extra
+    from tests.gpu.harness import Ctx, Services
+
+    seen: dict[str, Any] = {}
+
+    def run(res: dict[str, Any], device: str, llm_dir: str) -> dict[str, Any]:
+        seen.update(device=device, llm_dir=llm_dir)
+        res["direct"] = True
+        return {"returned": 1}
+
+    fake = types.ModuleType("tests.gpu.engine_checks")
+    fake.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tests.gpu.engine_checks", fake)
+    args = bench_gpu.parse(["--device", "cpu", "--quick", "--out", str(tmp_path)])
+    ctx = Ctx(args, Services(), Report(tmp_path, 60, {}), {"llm_dir": "/x"})
+    res: dict[str, Any] = {}
+    sec_extra.section_engine_checks(res, ctx, 30)
+    assert seen == {"device": "cpu", "llm_dir": "/x"}
+    assert res == {"direct": True, "returned": 1}
