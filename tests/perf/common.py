@@ -43,7 +43,7 @@ SENTENCES = [
     "My order arrived damaged and I would like a refund.",
 ]
 
-# Prompts of the decoder benchmarks (and of tests/gpu/check_gpu.py).
+# Prompts of the decoder benchmarks (and of tests/gpu, so GPU and CPU figures compare).
 TOPICS = [
     "a lighthouse keeper", "a lost robot", "the first day of school", "a dragon who hates gold",
     "a city under the sea", "a time-travelling cat", "an old violin", "a secret garden",
