@@ -23,8 +23,10 @@ CLIENTS = 64
 
 def frontends_supported(n: int = 4) -> bool:
     """Whether the embedding settings read ``MODELFLEET_EMBEDDING_FRONTENDS`` (found by trying)."""
-    from services.embedding.settings import EmbeddingSettings
-
+    try:
+        from services.embedding.settings import EmbeddingSettings
+    except Exception:  # the embedding sections will fail and say why; this must not stop the run
+        return False
     name = "MODELFLEET_EMBEDDING_FRONTENDS"
     old = os.environ.get(name)
     os.environ[name] = str(n)
