@@ -8,7 +8,8 @@ APT_STAMP := .run/.sysdeps
 PYTEST_ARGS ?=
 
 .PHONY: help install sysdeps run stop test test-slow test-fuzz test-chaos soak bench-fleet lint fmt bench eval \
-	images helm-lint clean test-toolkit bench-train eval-toolkit tune-compare
+	images helm-lint clean test-toolkit bench-train eval-toolkit tune-compare bench-gpu bench-gpu-dry \
+	gpu-assets
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -80,6 +81,22 @@ fmt: install
 
 bench: install sysdeps ## benchmarks (tests/perf), merged into bench-results.json
 	$(BIN)/python -m tests.perf.run_all
+
+# GPU run (tests/gpu/README.md): no `install` prerequisite, since on the device machine the
+# image's python3 (with its CUDA torch) runs it, not a .venv with the CPU build.
+GPU_OUT ?= $(or $(OUT),.gpu-out)
+GPU_ARGS ?=
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_RUN = PYTHONPATH=$(CURDIR)/shared:$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) -m tests.gpu.bench_gpu
+bench-gpu: ## issue 16's GPU checks + benchmarks, < 8 min -> GPU_OUT/{gpu,bench}-results.json
+	$(GPU_RUN) --device cuda --out $(GPU_OUT) $(GPU_ARGS)
+
+bench-gpu-dry: install ## the same sections on this CPU (--device cpu --quick, ~2 min): test before device time
+	$(GPU_RUN) --device cpu --quick --out .gpu-out/dry $(GPU_ARGS)
+
+gpu-assets: install ## build .gpu/ (models, reference) and .whl/ (wheels the device image lacks); size check
+	$(GPU_RUN:tests.gpu.bench_gpu=tests.gpu.prepare_assets)
+	$(GPU_RUN:tests.gpu.bench_gpu=tests.gpu.wheels)
 
 eval: install ## classification accuracy / macro-F1 on the held-out evaluation sets
 	$(BIN)/python -m services.classification.evaluate

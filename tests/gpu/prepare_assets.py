@@ -1,12 +1,12 @@
-"""Build, on a CPU machine, what ``tests/gpu/check_gpu.py`` carries to a GPU machine (into .gpu/).
+"""Build, on a CPU machine, what ``make bench-gpu`` carries to a GPU machine (into .gpu/).
 
 - ``.gpu/minilm-fp16/``: the packaged all-MiniLM-L6-v2 with its weights cast to fp16 (45 MB
   instead of 91 MB, so it fits the 64 MiB a device call may carry);
 - ``.gpu/embedding-ref.json``: fp32 CPU embeddings of a few sentences from the original weights,
   and how far the fp16 weights alone move them (both run in fp32 on the CPU);
 - ``.gpu/smollm2-shape/``: SmolLM2-135M-Instruct's config, tokenizer and chat template, no
-  weights: the check script initialises random weights from a seed on the GPU machine (a 135M
-  checkpoint does not fit the carry limit).
+  weights: tests/gpu/sec_decoder.py initialises random weights from a seed on the GPU machine
+  (a 135M checkpoint does not fit the carry limit).
 
 Run: ``python -m tests.gpu.prepare_assets`` (needs the packaged models; converts the GGUF once).
 """

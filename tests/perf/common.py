@@ -43,7 +43,7 @@ SENTENCES = [
     "My order arrived damaged and I would like a refund.",
 ]
 
-# Prompts of the decoder benchmarks (and of tests/gpu/check_gpu.py).
+# Prompts of the decoder benchmarks (and of tests/gpu, so GPU and CPU figures compare).
 TOPICS = [
     "a lighthouse keeper", "a lost robot", "the first day of school", "a dragon who hates gold",
     "a city under the sea", "a time-travelling cat", "an old violin", "a secret garden",
@@ -65,16 +65,18 @@ def percentile(xs: list[float], q: float) -> float:
     return s[k]
 
 
-def merge_results(results: dict[str, Any]) -> None:
+def merge_results(results: dict[str, Any], path: Path = RESULTS) -> None:
     """Merge ``results`` into bench-results.json (one object keyed by benchmark name)."""
     current: dict[str, Any] = {}
-    if RESULTS.exists():
+    if path.exists():
         try:
-            current = json.loads(RESULTS.read_text())
+            current = json.loads(path.read_text())
         except json.JSONDecodeError:
             current = {}
     current.update(results)
-    RESULTS.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    tmp = path.with_name(path.name + ".tmp")  # a run killed mid-write leaves the old file whole
+    tmp.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
 
 
 def rss_mb(pid: int) -> float:
@@ -83,7 +85,7 @@ def rss_mb(pid: int) -> float:
     total = p.memory_info().rss
     for c in p.children(recursive=True):
         total += c.memory_info().rss
-    return total / 2**20
+    return float(total) / 2**20
 
 
 class PeakRss:
