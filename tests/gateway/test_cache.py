@@ -12,7 +12,7 @@ import pytest
 
 from services.gateway.cache import CacheControl, SingleFlight, cache_key
 from tests.gateway.conftest import backend_posts, fake_stats, gateway
-from tests.support.procs import Proc, start_redis
+from tests.support.procs import Proc, await_until, start_redis, wait_until
 
 EMB = "/v1/embeddings"
 
@@ -41,22 +41,24 @@ def test_cache_control_directives() -> None:
 
 def test_single_flight_runs_once_and_survives_the_first_caller_leaving() -> None:
     calls = 0
+    release = asyncio.Event()  # the backend answers when the test says so
 
     async def work() -> str:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(0.05)
+        await release.wait()
         return "answer"
 
     async def main() -> None:
         sf: SingleFlight[str] = SingleFlight()
         first = asyncio.ensure_future(sf.do("k", work))
-        await asyncio.sleep(0)
+        await await_until(lambda: sf.in_flight() == 1, what="the leader's flight")
         others = [asyncio.ensure_future(sf.do("k", work)) for _ in range(5)]
-        await asyncio.sleep(0.01)
+        await await_until(lambda: sf.shared == 5, what="five callers joining the flight")
         first.cancel()  # the leader's client went away
+        release.set()
         results = await asyncio.gather(*others)
-        assert results == [("answer", True)] * 5
+        assert results == [("answer", True)] * 5 and first.cancelled()
         assert calls == 1 and sf.in_flight() == 0
 
         async def boom() -> str:
@@ -127,14 +129,22 @@ def test_no_cache_bypasses_the_lookup_but_refreshes_the_entry(
 def test_no_store_answers_without_writing(gw: Proc) -> None:
     body = {"input": unique("do not keep")}
     assert post(gw, EMB, body, "no-store").headers["x-cache"] == "miss"
-    time.sleep(0.2)
+    # A write would have been sent to Redis as the answer went out. Redis runs commands in
+    # the order they arrive, so once a later request's write has landed (its hit), so has
+    # any write of the first.
+    eventually_hit(gw, EMB, {"input": unique("written after")})
     assert post(gw, EMB, body).headers["x-cache"] == "miss"
+
+
+def _skipped_too_large(gw: Proc) -> int:
+    return int(httpx.get(gw.url + "/v1/fleet").json()["cache"]["skipped_too_large"])
 
 
 def test_answers_over_the_size_cap_are_not_stored(gw: Proc) -> None:
     body = {"input": [unique(f"big {i}") for i in range(8)]}  # ~40 kB of vectors > 20 kB cap
+    skipped = _skipped_too_large(gw)
     assert post(gw, EMB, body).headers["x-cache"] == "miss"
-    time.sleep(0.2)
+    wait_until(lambda: _skipped_too_large(gw) > skipped, what="the write to be skipped")
     assert post(gw, EMB, body).headers["x-cache"] == "miss"
 
 

@@ -59,6 +59,7 @@ def test_raw_bytes_after_a_response_never_reach_the_caller() -> None:
 
 def test_a_stray_partial_response_on_an_idle_connection_does_not_break_the_next_request() -> None:
     connections = {"n": 0}
+    dropped = asyncio.Event()  # the pool closed the connection that got the stray bytes
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections["n"] += 1
@@ -67,6 +68,8 @@ def test_a_stray_partial_response_on_an_idle_connection_does_not_break_the_next_
             try:
                 await read_request(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
+                if first:
+                    dropped.set()
                 return
             writer.write(OK)
             await writer.drain()
@@ -80,7 +83,7 @@ def test_a_stray_partial_response_on_an_idle_connection_does_not_break_the_next_
         server, origin = await serve(handler)
         pool = H1Pool(connect_timeout_s=1)
         assert (await pool.request(origin, b"POST", b"/", b"{}", b"", 5)).body == b"{}"
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(dropped.wait(), 5)
         r = await pool.request(origin, b"POST", b"/", b"{}", b"", 5)
         assert (r.status, r.body) == (200, b"{}")
         assert connections["n"] == 2

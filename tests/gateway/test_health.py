@@ -12,7 +12,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.pools import Pool
 from services.gateway.routing import RoundRobin
 from tests.gateway.fakes import fake
-from tests.support.procs import Proc, free_port
+from tests.support.procs import Proc, await_until, free_port
 
 
 def _pool(urls: list[str]) -> Pool:
@@ -27,7 +27,8 @@ def test_ready_replica_gives_the_pool_its_model_identity(fake_openai: Proc) -> N
         pool = _pool([fake_openai.url])
         replica = pool.replicas[fake_openai.url]
         replica.breaker.record_failure()  # opened; after 10 ms it is half-open
-        await asyncio.sleep(0.02)
+        half_open = CircuitState.HALF_OPEN
+        await await_until(lambda: replica.breaker.state == half_open, what="half-open")
         async with httpx.AsyncClient() as client:
             hc = HealthChecker({"embedding": pool}, client, interval_s=1, timeout_s=1,
                                models_refresh_s=30)  # fmt: skip

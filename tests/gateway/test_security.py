@@ -16,10 +16,13 @@ import time
 import httpx
 import orjson
 import pytest
+import redis
 
+from services.gateway.auth import ApiKeys
+from services.gateway.ratelimit import WINDOW_S
 from tests.conftest import assert_openai_error
 from tests.gateway.conftest import gateway
-from tests.support.procs import Proc
+from tests.support.procs import Proc, wait_until
 
 KEY_A, KEY_B = "key-alpha-0001", "key-bravo-0002"
 CHAT = [{"role": "user", "content": "Name a colour."}]
@@ -211,6 +214,8 @@ def test_a_client_leaving_the_gateway_stops_its_generation(llm_proc: Proc, strea
         print(f"generation freed {time.monotonic() - left:.2f}s after the client left")
         assert _metric(llm_proc, "modelfleet_sequences_waiting") == 0
         settled = _tokens(llm_proc)
+        # Proving that nothing more happens: no event marks "no more tokens", so a window of
+        # two of the llm's 0.25 s disconnect polls it is.
         time.sleep(0.5)
         assert _tokens(llm_proc) == settled, "tokens still being generated after the client left"
         assert settled < before + 400
@@ -312,7 +317,7 @@ def test_tokens_per_minute_reserve_max_tokens_up_front_and_settle_after(
     headers = {"authorization": f"Bearer {key}"}
     with gateway({"llm": fake_openai.url}, redis_proc, env) as gw:
         if time.time() % 60 > 50:  # fixed one-minute windows: not across a rollover
-            time.sleep(61 - time.time() % 60)
+            time.sleep(61 - time.time() % 60)  # the wall clock's next minute: no event to await
 
         def chat(max_tokens: int) -> httpx.Response:
             body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}
@@ -326,8 +331,17 @@ def test_tokens_per_minute_reserve_max_tokens_up_front_and_settle_after(
         # ~15 prompt + 150 reserved fits; the unused 147 come back after the answer, so the
         # same request fits again (without settling, 2 x 165 > 200).
         assert chat(150).status_code == 200
-        time.sleep(0.2)  # settled just after the answer
+        # Settled just after the answer: the window in Redis falls back from ~165 to ~18.
+        wait_until(lambda: _tpm_used(redis_proc, key) < 150, what="the unused tokens back")
         assert chat(150).status_code == 200
+
+
+def _tpm_used(redis_proc: Proc, key: str) -> int:
+    """The tokens counted for ``key`` in this minute's window, as the gateway keeps them."""
+    client_id = ApiKeys([key]).identify(f"Bearer {key}".encode())
+    window = int(time.time() // WINDOW_S)
+    with redis.Redis(port=redis_proc.port) as r:
+        return int(r.get(f"mf:rl:{client_id}:t:{window}") or 0)
 
 
 # -- finding 10: the lower ones -----------------------------------------------------------------

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.conftest import assert_openai_error
-from tests.support.procs import Proc
+from tests.support.procs import Proc, wait_until
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -29,6 +29,9 @@ def client(llm_proc: Proc) -> openai.OpenAI:
 def chat(client: openai.OpenAI, messages: list[dict[str, str]], **kw: object) -> tuple[str, str]:
     r = client.chat.completions.create(model="m", messages=messages, **kw)  # type: ignore[call-overload]
     return r.choices[0].message.content or "", r.choices[0].finish_reason
+
+
+TOKENS = "modelfleet_completion_tokens_total"
 
 
 def metric(proc: Proc, name: str) -> float:
@@ -123,7 +126,7 @@ def test_stop_sequences_inside_and_across_tokens(client: openai.OpenAI) -> None:
     )
 
 
-def test_greedy_output_does_not_depend_on_the_batch(client: openai.OpenAI) -> None:
+def test_greedy_output_does_not_depend_on_the_batch(client: openai.OpenAI, llm_proc: Proc) -> None:
     target = [{"role": "user", "content": "Describe a sunrise over the mountains."}]
     others = [
         [{"role": "user", "content": "Hi"}],
@@ -137,9 +140,11 @@ def test_greedy_output_does_not_depend_on_the_batch(client: openai.OpenAI) -> No
         batched = pool.submit(chat, client, target, max_tokens=16, temperature=0)
         assert batched.result()[0] == alone
         [f.result() for f in futs]
-        # Joining while the others are mid-generation.
+        # Joining while the others are mid-generation: they have produced tokens (the counter
+        # grows per decode step), far from their 3 x 32.
+        generated = metric(llm_proc, TOKENS)
         futs = [pool.submit(chat, client, m, max_tokens=32, temperature=0) for m in others]
-        time.sleep(0.5)
+        wait_until(lambda: metric(llm_proc, TOKENS) >= generated + 3, 60, 0.01, "decoding")
         late = pool.submit(chat, client, target, max_tokens=16, temperature=0)
         assert late.result()[0] == alone
         [f.result() for f in futs]

@@ -11,6 +11,7 @@ import pytest
 from modelfleet.batching import MicroBatcher
 from modelfleet.errors import DeadlineExceeded, Overloaded
 from modelfleet.metrics import Metrics
+from tests.support.procs import await_until
 
 
 def run(coro: object) -> object:
@@ -40,9 +41,11 @@ def test_concurrent_callers_share_forward_passes_and_keep_order() -> None:
 
 
 def test_full_queue_answers_overloaded_with_retry_after() -> None:
+    started = threading.Event()
     release = threading.Event()
 
     def fn(items: list[int]) -> list[int]:
+        started.set()
         release.wait(5)
         return items
 
@@ -50,9 +53,9 @@ def test_full_queue_answers_overloaded_with_retry_after() -> None:
         b = MicroBatcher(fn, max_batch_size=2, max_wait_ms=0, max_queue=4)
         b.start()
         first = asyncio.ensure_future(b.submit([1, 2]))
-        await asyncio.sleep(0.05)  # the worker holds [1, 2]
+        assert await asyncio.to_thread(started.wait, 5)  # the worker holds [1, 2]
         queued = asyncio.ensure_future(b.submit([3, 4, 5, 6]))
-        await asyncio.sleep(0.01)
+        await await_until(lambda: b.depth == 4, what="[3, 4, 5, 6] queued")
         with pytest.raises(Overloaded) as exc:
             await b.submit([7])
         assert exc.value.status_code == 429 and exc.value.headers()["Retry-After"]
@@ -65,26 +68,32 @@ def test_full_queue_answers_overloaded_with_retry_after() -> None:
 
 def test_deadline_answers_504_and_drops_unstarted_items() -> None:
     calls: list[list[int]] = []
+    started = threading.Event()
+    release = threading.Event()
 
     def fn(items: list[int]) -> list[int]:
         calls.append(items)
-        time.sleep(0.3)
+        if items == [1]:  # a forward pass that outlasts the next request's deadline
+            started.set()
+            release.wait(5)
         return items
 
     async def main() -> None:
         b = MicroBatcher(fn, max_batch_size=1, max_wait_ms=0, max_queue=10)
         b.start()
         slow = asyncio.ensure_future(b.submit([1]))
-        await asyncio.sleep(0.02)
+        assert await asyncio.to_thread(started.wait, 5)
         with pytest.raises(DeadlineExceeded) as exc:
             await b.submit([2], timeout=0.1)
         assert exc.value.status_code == 504
+        release.set()
         assert await slow == [1]
-        await asyncio.sleep(0.1)
+        # One worker, one item a pass: [3] is computed after whatever became of [2].
+        assert await b.submit([3]) == [3]
         await b.close()
 
     run(main())
-    assert [2] not in calls  # expired before it started: never computed
+    assert calls == [[1], [3]]  # [2] expired before it started: never computed
 
 
 def test_a_failing_batch_fails_its_callers_only() -> None:
@@ -162,9 +171,9 @@ def test_stragglers_after_a_forward_pass_wait_for_company() -> None:
             first = asyncio.ensure_future(b.submit([0]))
             await asyncio.to_thread(started.wait, 5)
             straggler = asyncio.ensure_future(b.submit([1]))  # queued during the pass
-            await asyncio.sleep(0.01)
+            await await_until(lambda: b.depth == 1, what="[1] queued")
             release.set()
-            await asyncio.sleep(0.02)  # the pass is over; [1] alone must not go yet
+            await first  # the pass is over; [1] alone must not go yet
             late = asyncio.ensure_future(b.submit([2, 3]))
             await asyncio.gather(first, straggler, late)
         finally:

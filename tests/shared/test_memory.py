@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import platform
+import threading
 
 import pytest
 
+from modelfleet import memory
 from modelfleet.memory import release_free_memory, trim_periodically, tune_allocator
+from tests.support.procs import await_until
 
 glibc = platform.libc_ver()[0] == "glibc"
 
@@ -27,11 +30,20 @@ def test_free_pages_go_back_to_the_os() -> None:
 
 
 @pytest.mark.skipif(not glibc, reason="mallopt/malloc_trim are glibc's")
-def test_trimming_runs_off_the_loop_until_cancelled() -> None:
+def test_trimming_runs_off_the_loop_until_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[threading.Thread] = []
+
+    def trim() -> bool:
+        threads.append(threading.current_thread())
+        return release_free_memory()
+
+    monkeypatch.setattr(memory, "release_free_memory", trim)
+
     async def main() -> None:
         task = asyncio.create_task(trim_periodically(0.01))
-        await asyncio.sleep(0.05)
+        await await_until(lambda: len(threads) >= 3, what="three trims")
         assert not task.done()
+        assert threading.main_thread() not in threads  # off the event loop's thread
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -6,6 +6,7 @@ that something else on the machine is using.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,32 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until(
+    pred: Callable[[], object], timeout: float = 10.0, interval: float = 0.05, what: str = ""
+) -> None:
+    """Poll ``pred`` until it is truthy; fail naming ``what`` after ``timeout`` seconds.
+
+    A test waits for the thing it needs rather than sleeping a fixed time: a fixed sleep is
+    slow where the machine is quick and too short where it is loaded.
+    """
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}")
+        time.sleep(interval)
+
+
+async def await_until(
+    pred: Callable[[], object], timeout: float = 5.0, interval: float = 0.001, what: str = ""
+) -> None:
+    """:func:`wait_until` inside an event loop: other tasks run while ``pred`` is polled."""
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}")
+        await asyncio.sleep(interval)
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
