@@ -99,10 +99,6 @@ class WorkerClient:
                 await self._task
         self._fail_all("service is shutting down")
 
-    @property
-    def connected(self) -> bool:
-        return self._writer is not None
-
     async def call(self, op: str, payload: Any, timeout: float) -> Any:
         """Run ``op`` in the worker; 504 at ``timeout`` (the worker is told to drop the work),
         503 at once while no worker is connected or when it dies meanwhile."""

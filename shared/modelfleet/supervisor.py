@@ -108,7 +108,7 @@ class Supervisor:
             self._shutdown()
         return status
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
+    def _on_signal(self, _signum: int, _frame: Any) -> None:
         self._stopping = True
 
     def _watch(self) -> int:

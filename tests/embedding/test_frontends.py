@@ -112,9 +112,9 @@ def test_frontends_validate_and_serve_the_rest_of_the_api(single: Proc, split: P
         assert json.dumps(a, sort_keys=True)[:200] == json.dumps(b, sort_keys=True)[:200]
     models = httpx.get(split.url + "/v1/models", timeout=5).json()["data"]
     assert models[0]["ready"] is True
-    assert models[0]["revision"] == httpx.get(single.url + "/v1/models").json()["data"][0][
-        "revision"
-    ]
+    assert (
+        models[0]["revision"] == httpx.get(single.url + "/v1/models").json()["data"][0]["revision"]
+    )
 
 
 def test_metrics_count_every_frontend_in_every_scrape(split: Proc) -> None:
