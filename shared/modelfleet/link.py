@@ -6,10 +6,11 @@ them into one forward pass. The transport is a Unix socket carrying length-prefi
 (numpy arrays pickle compactly with protocol 5); both ends are asyncio, so neither blocks its
 event loop on the other.
 
-Messages, front-end -> worker: ``(op, id, deadline, payload)`` to run ``op`` and ``("cancel", id)``
-when the front-end stopped waiting (deadline, client gone). Worker -> front-end: first one
-``hello`` dict (model cards, tokenizer), then ``(id, True, result)`` or ``(id, False, error)``
-where ``error`` is ``(FleetError subclass name, message, retry_after)``. Deadlines are
+After one ``hello`` frame from the worker (model cards, tokenizer), every frame is a list of
+messages (:class:`Outbox`). Front-end -> worker: ``(op, id, deadline, payload)`` to run ``op``
+and ``("cancel", id)`` when the front-end stopped waiting (deadline, client gone). Worker ->
+front-end: ``(id, True, result)`` or ``(id, False, error)`` where ``error`` is
+``(FleetError subclass name, message, retry_after)``. Deadlines are
 ``time.monotonic()`` values: CLOCK_MONOTONIC is one clock for every process on a host.
 """
 
@@ -51,6 +52,29 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
     return pickle.loads(await reader.readexactly(size))
 
 
+class Outbox:
+    """Messages sent during one event-loop iteration leave as one frame (a list of them).
+
+    Under load a front-end's requests and a batch's replies arrive together: one pickle and one
+    syscall for all of them, rather than one each, keeps the worker's single event loop (which
+    every front-end shares) off the critical path.
+    """
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._items: list[Any] = []
+
+    def send(self, msg: Any) -> None:
+        if not self._items:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._items.append(msg)
+
+    def _flush(self) -> None:
+        items, self._items = self._items, []
+        if not self.writer.is_closing():
+            write_frame(self.writer, items)
+
+
 def encode_error(exc: BaseException) -> tuple[str, str, float | None]:
     """A worker-side failure as the front-end re-raises it; anything unexpected is a 500 whose
     text stays in the worker's log."""
@@ -84,7 +108,7 @@ class WorkerClient:
         self.path = path
         self._on_up = on_up
         self._on_down = on_down
-        self._writer: asyncio.StreamWriter | None = None
+        self._out: Outbox | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count()
         self._task: asyncio.Task[None] | None = None
@@ -102,13 +126,13 @@ class WorkerClient:
     async def call(self, op: str, payload: Any, timeout: float) -> Any:
         """Run ``op`` in the worker; 504 at ``timeout`` (the worker is told to drop the work),
         503 at once while no worker is connected or when it dies meanwhile."""
-        writer = self._writer
-        if writer is None:
+        out = self._out
+        if out is None:
             raise ServiceUnavailable("the model worker is not running; retry", retry_after=5)
         rid = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        write_frame(writer, (op, rid, time.monotonic() + timeout, payload))
+        out.send((op, rid, time.monotonic() + timeout, payload))
         try:
             async with asyncio.timeout(timeout):
                 return await fut
@@ -117,9 +141,9 @@ class WorkerClient:
                 f"request did not complete within its {timeout:.1f}s deadline"
             ) from None
         finally:
-            if self._pending.pop(rid, None) is not None and self._writer is writer:
+            if self._pending.pop(rid, None) is not None and self._out is out:
                 # Still the worker's: the caller gave up (deadline, disconnect), so should it.
-                write_frame(writer, ("cancel", rid))
+                out.send(("cancel", rid))
 
     def _fail_all(self, why: str) -> None:
         pending, self._pending = self._pending, {}
@@ -136,23 +160,23 @@ class WorkerClient:
                 continue
             try:
                 hello = await read_frame(reader)
-                self._writer = writer
+                self._out = Outbox(writer)
                 self._on_up(hello)
                 log.info("model worker connected", extra={"model": hello.get("model_id")})
                 while True:
-                    rid, ok, value = await read_frame(reader)
-                    fut = self._pending.pop(rid, None)
-                    if fut is None or fut.done():
-                        continue
-                    if ok:
-                        fut.set_result(value)
-                    else:
-                        fut.set_exception(decode_error(value))
+                    for rid, ok, value in await read_frame(reader):
+                        fut = self._pending.pop(rid, None)
+                        if fut is None or fut.done():
+                            continue
+                        if ok:
+                            fut.set_result(value)
+                        else:
+                            fut.set_exception(decode_error(value))
             except (OSError, EOFError, asyncio.IncompleteReadError, pickle.PickleError) as exc:
-                if self._writer is not None:
+                if self._out is not None:
                     log.warning("model worker lost", extra={"error": repr(exc)})
             finally:
-                was_up, self._writer = self._writer is not None, None
+                was_up, self._out = self._out is not None, None
                 writer.close()
                 self._fail_all("the model worker stopped; retry")
                 if was_up:

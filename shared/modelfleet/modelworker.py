@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from modelfleet.errors import DeadlineExceeded, FleetError, InvalidRequest
-from modelfleet.link import encode_error, read_frame, write_frame
+from modelfleet.link import Outbox, encode_error, read_frame, write_frame
 from modelfleet.service import ModelService
 
 log = logging.getLogger("modelfleet.modelworker")
@@ -59,19 +59,20 @@ class ModelWorker:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         write_frame(writer, self.hello())
+        out = Outbox(writer)
         tasks: dict[int, asyncio.Task[None]] = {}
         try:
             while True:
-                msg = await read_frame(reader)
-                if msg[0] == "cancel":
-                    task = tasks.pop(msg[1], None)
-                    if task is not None:
-                        task.cancel()
-                    continue
-                op, rid, deadline, payload = msg
-                task = asyncio.create_task(self._one(writer, op, rid, deadline, payload))
-                tasks[rid] = task
-                task.add_done_callback(functools.partial(_forget, tasks, rid))
+                for msg in await read_frame(reader):
+                    if msg[0] == "cancel":
+                        task = tasks.pop(msg[1], None)
+                        if task is not None:
+                            task.cancel()
+                        continue
+                    op, rid, deadline, payload = msg
+                    task = asyncio.create_task(self._one(out, op, rid, deadline, payload))
+                    tasks[rid] = task
+                    task.add_done_callback(functools.partial(_forget, tasks, rid))
         except (OSError, EOFError, asyncio.IncompleteReadError):
             pass  # the front-end went away: its requests' work goes with it
         finally:
@@ -79,9 +80,7 @@ class ModelWorker:
                 task.cancel()
             writer.close()
 
-    async def _one(
-        self, writer: asyncio.StreamWriter, op: str, rid: int, deadline: float, payload: Any
-    ) -> None:
+    async def _one(self, out: Outbox, op: str, rid: int, deadline: float, payload: Any) -> None:
         try:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -96,10 +95,7 @@ class ModelWorker:
             if not isinstance(exc, FleetError):
                 log.exception("model worker operation failed", extra={"op": op})
             reply = (rid, False, encode_error(exc))
-        if not writer.is_closing():
-            write_frame(writer, reply)
-            with contextlib.suppress(ConnectionError):
-                await writer.drain()
+        out.send(reply)
 
 
 def _forget(tasks: dict[int, asyncio.Task[None]], rid: int, _: asyncio.Task[None]) -> None:
