@@ -749,6 +749,8 @@ def main() -> int:
     ap.add_argument("--client-procs", type=int, default=4)
     ap.add_argument("--inproc-texts", type=int, default=8192)
     ap.add_argument("--embed-batch", type=int, default=64)
+    ap.add_argument("--frontends", type=int, default=1, help="embedding FRONTENDS (N > 1: split)")
+    ap.add_argument("--forward-workers", type=int, default=0, help="embedding FORWARD_WORKERS")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--layers", type=int, default=0, help="override the LLM's layer count")
     ap.add_argument("--llm-dir", default="/tmp/mf-gpu/smollm2-random")
@@ -776,7 +778,9 @@ def main() -> int:
         # Start every service now: they load while the earlier sections run.
         common = {"DEVICE": dev, "LOG_LEVEL": "info"}
         starts = {
-            "embedding": {**common, "MODEL": str(MINILM), "MAX_BATCH_SIZE": str(args.embed_batch)},
+            "embedding": {**common, "MODEL": str(MINILM), "MAX_BATCH_SIZE": str(args.embed_batch),
+                          "FRONTENDS": str(args.frontends),
+                          "FORWARD_WORKERS": str(args.forward_workers)},
             "llm": {**common, "MODEL": str(llm_dir or args.llm_dir), "MAX_BATCH_SIZE": "16",
                     "MAX_QUEUE": "64", "CONTEXT_WINDOW": "2048", "DEFAULT_MAX_TOKENS": "32"},
             "classification": {**common, "MODEL": str(MINILM), "BACKEND": "embedding"},
