@@ -1,9 +1,6 @@
-from typing import Self
-
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from modelfleet.registry import is_registry_uri
 from modelfleet.settings import EncoderServiceSettings
 
 
@@ -33,19 +30,3 @@ class EmbeddingSettings(EncoderServiceSettings):
     max_rerank_documents: int = Field(
         default=256, ge=1, description="most documents one /v1/rerank request may send"
     )
-    frontends: int = Field(
-        default=1,
-        ge=1,
-        le=64,
-        description="HTTP front-end processes. 1 = one process serves HTTP and runs the model; "
-        "N > 1 = one model-worker process owns the model and N front-ends on the same port "
-        "parse, tokenise and hand it token ids (for a GPU, which one event loop cannot keep busy)",
-    )
-
-    @model_validator(mode="after")
-    def _split_needs_a_fixed_model(self) -> Self:
-        # Front-ends keep the tokenizer and model cards the worker sent when they connected;
-        # an alias that moves would change them under the front-ends.
-        if self.frontends > 1 and is_registry_uri(self.model):
-            raise ValueError("FRONTENDS > 1 serves a fixed model: not a models:/ MODEL")
-        return self

@@ -13,15 +13,16 @@ from typing import Any
 import numpy as np
 
 from modelfleet.app import create_app
-from modelfleet.devices import reproducible_cpu_math
 from modelfleet.encoder import Encoded, EncoderTokenizer
-from modelfleet.gpu import GpuCollector
-from modelfleet.link import WorkerClient
-from modelfleet.logs import configure_logging
-from modelfleet.modelworker import Op, die_with_parent
-from modelfleet.supervisor import Supervisor, run_worker_process, serve_frontend
+from modelfleet.frontend import WorkerFrontend
+from modelfleet.modelworker import Op
+from modelfleet.supervisor import (
+    child_setup,
+    run_worker_process,
+    serve_frontend,
+    serve_supervised,
+)
 from modelfleet.tokenize import TokenizerRef
-from modelfleet.tracing import configure as configure_tracing
 from services.embedding.rerank import Pair
 from services.embedding.service import EmbeddingService, Item
 from services.embedding.settings import EmbeddingSettings
@@ -54,36 +55,13 @@ class EmbeddingWorker(EmbeddingService):
         return await self.cross_forward.submit(pairs, timeout=timeout)
 
 
-class EmbeddingFrontend(EmbeddingService):
-    """The HTTP side: ready while a model worker is connected, 503 at once while none is."""
+class EmbeddingFrontend(WorkerFrontend, EmbeddingService):
+    """The HTTP side: tokenises with the worker's tokenizer and sends it token ids."""
 
-    def __init__(self, settings: EmbeddingSettings, socket_path: str, metrics_dir: str) -> None:
-        super().__init__(settings)
-        self.metrics.aggregate(metrics_dir, [GpuCollector(self.name)])
-        self.link = WorkerClient(socket_path, self._worker_up, self._worker_down)
-        self.hello: dict[str, Any] = {}
-        self.tok: EncoderTokenizer | None = None
-        self.failed = "waiting for the model worker to load its model"
+    tok: EncoderTokenizer | None = None
 
-    def _worker_up(self, hello: dict[str, Any]) -> None:
-        self.hello, self.tok = hello, hello["tokenizer"]
-        self.model_id, self.model_revision = hello["model_id"], hello["revision"]
-        self.ready, self.failed = True, None
-
-    def _worker_down(self) -> None:
-        self.ready = False
-        self.failed = "the model worker stopped; it is restarting"
-
-    async def start(self) -> None:
-        self.link.start()
-
-    async def stop(self) -> None:
-        self.ready = False
-        await self.link.close()
-
-    def model_cards(self) -> list[dict[str, Any]]:
-        cards: list[dict[str, Any]] = self.hello.get("cards") or super().model_cards()
-        return [{**card, "ready": self.ready} for card in cards]
+    def on_hello(self, hello: dict[str, Any]) -> None:
+        self.tok = hello["tokenizer"]
 
     def tokenizers(self) -> dict[str, TokenizerRef]:
         assert self.tok is not None
@@ -113,28 +91,19 @@ class EmbeddingFrontend(EmbeddingService):
         return scored
 
 
-def _configure(settings: EmbeddingSettings) -> None:
-    die_with_parent()
-    reproducible_cpu_math()
-    configure_logging(EmbeddingService.name, settings.log_level, settings.log_json)
-    configure_tracing(EmbeddingService.name, settings.otlp_endpoint, settings.trace_sample_ratio)
-
-
 def worker_process(settings: EmbeddingSettings, path: str) -> None:  # pragma: no cover
-    _configure(settings)
+    child_setup(EmbeddingService.name, settings)
     run_worker_process(EmbeddingWorker(settings), path)
 
 
 def frontend_process(
     settings: EmbeddingSettings, path: str, metrics_dir: str
 ) -> None:  # pragma: no cover
-    _configure(settings)
+    child_setup(EmbeddingService.name, settings)
     app = create_app(EmbeddingFrontend(settings, path, metrics_dir))
     serve_frontend(app, settings, settings.shutdown_grace_s)
 
 
 def serve_split(settings: EmbeddingSettings) -> None:
     """``main()`` with ``FRONTENDS`` > 1: supervise the worker and the front-ends."""
-    configure_logging(EmbeddingService.name, settings.log_level, settings.log_json)
-    sup = Supervisor(settings, settings.frontends, worker_process, frontend_process)
-    raise SystemExit(sup.run())
+    serve_supervised(EmbeddingService.name, settings, worker_process, frontend_process)

@@ -29,7 +29,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from modelfleet.settings import ModelServiceSettings
+from modelfleet.settings import EncoderServiceSettings, ModelServiceSettings
 
 log = logging.getLogger("modelfleet.supervisor")
 
@@ -182,3 +182,30 @@ def run_worker_process(service: Any, path: str) -> None:  # pragma: no cover - s
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         status = runner.run(run_worker(service, path))
     raise SystemExit(status)
+
+
+def child_setup(name: str, settings: ModelServiceSettings) -> None:  # pragma: no cover
+    """What every spawned worker or front-end does first, as a single process's main() does."""
+    from modelfleet.devices import reproducible_cpu_math
+    from modelfleet.logs import configure_logging
+    from modelfleet.modelworker import die_with_parent
+    from modelfleet.tracing import configure as configure_tracing
+
+    die_with_parent()
+    reproducible_cpu_math()
+    configure_logging(name, settings.log_level, settings.log_json)
+    configure_tracing(name, settings.otlp_endpoint, settings.trace_sample_ratio)
+
+
+def serve_supervised(
+    name: str,
+    settings: EncoderServiceSettings,
+    worker_target: Callable[..., Any],
+    frontend_target: Callable[..., Any],
+) -> None:
+    """``main()`` of a service with ``FRONTENDS`` > 1: supervise until SIGTERM, then exit."""
+    from modelfleet.logs import configure_logging
+
+    configure_logging(name, settings.log_level, settings.log_json)
+    sup = Supervisor(settings, settings.frontends, worker_target, frontend_target)
+    raise SystemExit(sup.run())
