@@ -33,6 +33,7 @@ from modelfleet.settings import EncoderServiceSettings, ModelServiceSettings
 
 log = logging.getLogger("modelfleet.supervisor")
 
+CRASH_LOOP_S = 10.0  # a child that exits sooner after it started is restarted after a pause
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client as it is imported
 
 
@@ -74,10 +75,14 @@ class Supervisor:
         self._stopping = False
         self.worker: BaseProcess | None = None
         self.fronts: list[BaseProcess | None] = [None] * frontends
+        self._started: dict[str, float] = {}  # child name -> when it last started
+        self._pause: dict[str, float] = {}  # child name -> its last restart pause
+        self._due: dict[str, float] = {}  # child name -> when to restart it
 
     def _spawn(self, name: str, target: Callable[..., Any], *args: Any) -> BaseProcess:
         proc = self._ctx.Process(target=target, args=args, name=name, daemon=False)
         proc.start()
+        self._started[name] = time.monotonic()
         log.info("process started", extra={"child": name, "pid": proc.pid})
         return proc
 
@@ -117,6 +122,7 @@ class Supervisor:
         from modelfleet.modelworker import LOAD_FAILED
 
         while not self._stopping:
+            self._start_due()
             procs = [p for p in (self.worker, *self.fronts) if p is not None]
             wait([p.sentinel for p in procs], timeout=0.5)
             if self._stopping:
@@ -129,14 +135,35 @@ class Supervisor:
                     mark_process_dead(proc.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
                 log.warning("process exited", extra={"child": proc.name,
                                                      "exitcode": proc.exitcode})  # fmt: skip
-                if proc is self.worker:
-                    if proc.exitcode == LOAD_FAILED:
-                        log.error("the model cannot load; stopping the service")
-                        return 1
-                    self._start_worker()
-                else:
-                    self._start_frontend(self.fronts.index(proc))
+                if proc is self.worker and proc.exitcode == LOAD_FAILED:
+                    log.error("the model cannot load; stopping the service")
+                    return 1
+                self._schedule_restart(proc)
         return 0
+
+    def _schedule_restart(self, proc: BaseProcess) -> None:
+        """Restart at once a child that ran a while; one that dies soon after it started (a
+        crash on every batch, a port it cannot bind) waits 1, 2, 4 ... 30 s, not a tight loop."""
+        name = proc.name
+        quick = time.monotonic() - self._started.get(name, 0.0) < CRASH_LOOP_S
+        pause = min(30.0, 2 * self._pause.get(name, 0.5)) if quick else 0.0
+        self._pause[name] = pause
+        self._due[name] = time.monotonic() + pause
+        if proc is self.worker:
+            self.worker = None
+        else:
+            self.fronts[self.fronts.index(proc)] = None
+
+    def _start_due(self) -> None:
+        now = time.monotonic()
+        for name, due in list(self._due.items()):
+            if due > now:
+                continue
+            del self._due[name]
+            if name == "model-worker":
+                self._start_worker()
+            else:
+                self._start_frontend(int(name.rsplit("-", 1)[1]))
 
     def _shutdown(self) -> None:
         """Front-ends first (uvicorn drains their requests), then the worker that serves them."""
