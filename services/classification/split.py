@@ -9,6 +9,7 @@ own check of a task or label set runs there too; its 400 comes back through the 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from modelfleet.app import create_app
@@ -75,7 +76,7 @@ class ClassificationFrontend(WorkerFrontend, ClassificationService):
 
 def worker_process(settings: ClassificationSettings, path: str) -> None:  # pragma: no cover
     child_setup(ClassificationService.name, settings)
-    run_worker_process(ClassificationWorker(settings), path)
+    run_worker_process(functools.partial(ClassificationWorker, settings), path)
 
 
 def frontend_process(

@@ -8,6 +8,7 @@ forward pass as a single process does. See :mod:`modelfleet.supervisor` for the 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -93,7 +94,7 @@ class EmbeddingFrontend(WorkerFrontend, EmbeddingService):
 
 def worker_process(settings: EmbeddingSettings, path: str) -> None:  # pragma: no cover
     child_setup(EmbeddingService.name, settings)
-    run_worker_process(EmbeddingWorker(settings), path)
+    run_worker_process(functools.partial(EmbeddingWorker, settings), path)
 
 
 def frontend_process(

@@ -200,12 +200,20 @@ def serve_frontend(
     uvicorn.Server(uvicorn_config(app, settings, graceful_s)).run(sockets=[sock])
 
 
-def run_worker_process(service: Any, path: str) -> None:  # pragma: no cover - spawned process
-    """The worker process's body: serve, then exit with :func:`run_worker`'s status."""
+def run_worker_process(
+    build: Callable[[], Any], path: str
+) -> None:  # pragma: no cover - spawned process
+    """The worker process's body: build the service, serve, exit with :func:`run_worker`'s
+    status; a service that cannot even be built (a bad MODEL) exits as a failed load."""
     import uvloop
 
-    from modelfleet.modelworker import run_worker
+    from modelfleet.modelworker import LOAD_FAILED, run_worker
 
+    try:
+        service = build()
+    except Exception:
+        log.exception("model service could not be built")
+        raise SystemExit(LOAD_FAILED) from None
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         status = runner.run(run_worker(service, path))
     raise SystemExit(status)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import assert_openai_error
-from tests.support.procs import Proc, service
+from tests.support.procs import Proc, service, start_service
 
 LONG = " ".join(f"word{i}" for i in range(300))  # truncated to the model's 256 tokens
 # One pass of long inputs on one thread: slow enough to time deadlines and queues against.
@@ -194,3 +194,14 @@ def test_a_killed_worker_fails_requests_fast_then_is_replaced() -> None:
         assert np.allclose(again["data"][0]["embedding"], expected["data"][0]["embedding"],
                            atol=1e-6)  # fmt: skip
         assert proc.alive()
+
+
+def test_a_model_that_cannot_load_stops_the_service() -> None:
+    # As a single process would: exit (the pod restarts), not restart the worker forever.
+    proc = start_service("embedding", {"FRONTENDS": "2", "MODEL": "/nonexistent/model"},
+                         wait_ready=False)  # fmt: skip
+    try:
+        until(lambda: not proc.alive(), "the service exited", 60)
+        assert proc.popen.returncode != 0
+    finally:
+        proc.stop()
