@@ -75,3 +75,4 @@ retrieve_model  # FastAPI route (services/gateway/app.py, shared/modelfleet/app.
 _._documents  # pydantic field validator (shared/modelfleet/schemas.py)
 _.on_message_begin  # httptools callback (services/gateway/h1.py)
 _._cached_routes  # pydantic validator (services/gateway/settings.py)
+_._split_needs_a_fixed_model  # pydantic validator (shared/modelfleet/settings.py)

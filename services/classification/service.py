@@ -186,6 +186,10 @@ class ClassificationService(ModelService):
         cards[0]["backend"] = backend.kind if backend is not None else "unknown"
         return cards
 
+    def task_labels(self) -> dict[str, dict[str, str]]:
+        """Each task's labels (``GET /v1/classify/tasks``)."""
+        return self.backend.tasks()
+
     def _labels(self, body: ClassifyRequest) -> Labels | None:
         if body.labels is None:
             return None
@@ -246,7 +250,7 @@ class ClassificationService(ModelService):
                     "object": "list",
                     "data": [
                         {"task": name, "labels": labels}
-                        for name, labels in self.backend.tasks().items()
+                        for name, labels in self.task_labels().items()
                     ],
                 }
             )

@@ -181,7 +181,7 @@ class EmbeddingService(ModelService):
     def check_token_ids(self, items: list[Item]) -> None:
         """Token-id inputs count against the same limits as texts: each id is at least one
         character, and every id is in the model's vocabulary."""
-        size = self.serving[0].vocab_size
+        size = self.vocab_size()
         for i, t in enumerate(items):
             if isinstance(t, str):
                 continue
@@ -193,16 +193,26 @@ class EmbeddingService(ModelService):
                     param="input",
                 )
 
+    def vocab_size(self) -> int:
+        return self.serving[0].vocab_size
+
     async def embed(self, texts: list[Item], route: str, max_items: int | None = None) -> Encoded:
-        """Validate limits, then run ``texts`` through the micro-batcher."""
+        """Validate limits, then run ``texts`` through the model."""
         self.ensure_ready()
-        s = self.settings
         self.check_inputs(texts, max_items=max_items)
         self.check_token_ids(texts)
-        parts = await self.forward.submit(texts, timeout=s.request_timeout_s)
-        enc = merge(parts)
+        enc = await self.encode(texts)
         self.metrics.input_tokens.labels(self.name, route).inc(sum(enc.tokens))
         return enc
+
+    async def encode(self, texts: list[Item]) -> Encoded:
+        """``texts`` through the micro-batcher (a front-end process hands them to the worker)."""
+        parts = await self.forward.submit(texts, timeout=self.settings.request_timeout_s)
+        return merge(parts)
+
+    async def score_pairs(self, pairs: list[Pair]) -> list[tuple[float, int]]:
+        """(score, tokens) of each pair from the cross-encoder."""
+        return await self.cross_forward.submit(pairs, timeout=self.settings.request_timeout_s)
 
     def routes(self) -> list[Route]:
         async def embeddings(body: EmbeddingRequest, _: Request) -> Response:
@@ -263,9 +273,7 @@ class EmbeddingService(ModelService):
             if self.cross is not None:
                 self.check_inputs([body.query, *docs], param="documents", max_items=most)
                 pairs: list[Pair] = [(body.query, d) for d in docs]
-                scored = await self.cross_forward.submit(
-                    pairs, timeout=self.settings.request_timeout_s
-                )
+                scored = await self.score_pairs(pairs)
                 scores = np.array([s for s, _ in scored])
                 tokens, model = sum(t for _, t in scored), self.cross.model_id
                 self.metrics.input_tokens.labels(self.name, ROUTE_RERANK).inc(tokens)

@@ -165,10 +165,9 @@ async def _start(service: ModelService) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_server(app: ASGIApp, settings: ServiceSettings, graceful_s: float = 30.0) -> None:
-    """Serve ``app`` with uvicorn on uvloop/httptools, logs already configured."""
-    tune_allocator(settings.malloc_mmap_threshold, settings.malloc_arena_max)
-    uvicorn.run(
+def uvicorn_config(app: ASGIApp, settings: ServiceSettings, graceful_s: float) -> uvicorn.Config:
+    """uvicorn on uvloop/httptools as every fleet process runs it."""
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -186,10 +185,20 @@ def run_server(app: ASGIApp, settings: ServiceSettings, graceful_s: float = 30.0
     )
 
 
-def serve(service_cls: type[ModelService], settings_cls: type[ServiceSettings]) -> None:
+def run_server(app: ASGIApp, settings: ServiceSettings, graceful_s: float = 30.0) -> None:
+    """Serve ``app`` with uvicorn on uvloop/httptools, logs already configured."""
+    tune_allocator(settings.malloc_mmap_threshold, settings.malloc_arena_max)
+    uvicorn.Server(uvicorn_config(app, settings, graceful_s)).run()
+
+
+def serve(
+    service_cls: type[ModelService],
+    settings_cls: type[ServiceSettings],
+    settings: ServiceSettings | None = None,
+) -> None:
     """``main()`` of a model service: settings from env, logging, app, uvicorn."""
     reproducible_cpu_math()
-    settings = load_settings(settings_cls)
+    settings = settings or load_settings(settings_cls)
     configure_logging(service_cls.name, settings.log_level, settings.log_json)
     configure_tracing(service_cls.name, settings.otlp_endpoint, settings.trace_sample_ratio)
     try:

@@ -17,6 +17,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
@@ -39,6 +41,7 @@ class Metrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
+        self._rendered = self.registry
         self.requests = self.counter(
             "requests_total", "Requests by route and HTTP status.", ["route", "status"]
         )
@@ -62,7 +65,10 @@ class Metrics:
         return Counter(f"modelfleet_{name}", doc, ["service", *labels], registry=self.registry)
 
     def gauge(self, name: str, doc: str, labels: Sequence[str]) -> Gauge:
-        return Gauge(f"modelfleet_{name}", doc, ["service", *labels], registry=self.registry)
+        # livesum: with several processes (modelfleet.supervisor), a gauge is the sum over the
+        # live ones (requests in flight, queue depth); ignored in a single process.
+        return Gauge(f"modelfleet_{name}", doc, ["service", *labels], registry=self.registry,
+                     multiprocess_mode="livesum")  # fmt: skip
 
     def histogram(
         self,
@@ -79,5 +85,15 @@ class Metrics:
             registry=self.registry,
         )
 
+    def aggregate(self, directory: str, extra: Sequence[Collector] = ()) -> None:
+        """Render, from now on, the sum over every process writing to ``directory``
+        (prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``) and ``extra``,
+        instead of this process's own series."""
+        registry = CollectorRegistry(auto_describe=True)
+        MultiProcessCollector(registry, directory)  # type: ignore[no-untyped-call]
+        for collector in extra:
+            registry.register(collector)
+        self._rendered = registry
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._rendered)

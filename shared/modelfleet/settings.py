@@ -11,9 +11,9 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, Self, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -141,6 +141,23 @@ class EncoderServiceSettings(ModelServiceSettings):
         description="forward passes run at once, sharing TORCH_THREADS; 0 = auto: on a CPU one "
         "single-threaded pass per thread (throughput mode), on an accelerator 1",
     )
+    frontends: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="HTTP front-end processes. 1 = one process serves HTTP and runs the model; "
+        "N > 1 = one model-worker process owns the model and N front-ends on the same port "
+        "parse and validate requests and hand them over (for a GPU, which one event loop "
+        "cannot keep busy)",
+    )
+
+    @model_validator(mode="after")
+    def _split_needs_a_fixed_model(self) -> Self:
+        # Front-ends keep the tokenizer and model cards the worker sent when they connected;
+        # an alias that moves would change them under the front-ends.
+        if self.frontends > 1 and self.model.strip().startswith("models:/"):
+            raise ValueError("FRONTENDS > 1 serves a fixed model: not a models:/ MODEL")
+        return self
 
 
 S = TypeVar("S", bound=BaseSettings)
