@@ -45,7 +45,9 @@ def service_env(ctx: Ctx, frontends: int) -> dict[str, str]:
     env = {"DEVICE": ctx.device, "LOG_LEVEL": "info", "MODEL": str(MINILM),
            "MAX_BATCH_SIZE": str(ctx.args.embed_batch)}  # fmt: skip
     if frontends > 1:
-        env["FRONTENDS"] = str(frontends)
+        # Two forward threads, each on its own CUDA stream: one batch's copies and launches
+        # overlap the other's kernels (the split's point on a GPU).
+        env["FRONTENDS"], env["FORWARD_WORKERS"] = str(frontends), "2"
     return env
 
 
