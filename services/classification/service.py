@@ -14,13 +14,7 @@ from modelfleet.api import CLASSIFY, CLASSIFY_TASKS
 from modelfleet.app import json_response
 from modelfleet.devices import pick_device
 from modelfleet.errors import InvalidRequest
-from modelfleet.registry import (
-    AliasWatcher,
-    ModelRef,
-    RegistryResolver,
-    is_registry_uri,
-    version_id,
-)
+from modelfleet.registry import RegisteredModel, is_registry_uri
 from modelfleet.resolve import ModelSource, resolve_encoder
 from modelfleet.routes import Route
 from modelfleet.schemas import ClassifyRequest
@@ -57,14 +51,12 @@ class ClassificationService(ModelService):
 
     def __init__(self, settings: ClassificationSettings) -> None:
         super().__init__(settings)
-        self.ref: ModelRef | None = None
-        self.resolver: RegistryResolver | None = None
-        self.watcher: AliasWatcher | None = None
         self.pending: ClassifierBackend | None = None
         if is_registry_uri(settings.model):
             # registered model: resolved and fetched in load(), off the event loop
-            self.ref = ModelRef.parse(settings.model)
-            self.resolver = RegistryResolver(settings.tracking_uri, settings.cache_dir)
+            self.registered = RegisteredModel(
+                settings.model, settings.tracking_uri, settings.cache_dir, settings.registry_poll_s
+            )
             self.model_id = settings.model
             device = pick_device(settings.device)
         else:
@@ -100,11 +92,9 @@ class ClassificationService(ModelService):
 
     def _registered(self, version: str) -> tuple[ClassifierBackend, str]:
         """Fetch version ``version`` of the registered model and build (not load) its backend."""
-        assert self.ref is not None and self.resolver is not None
-        path = self.resolver.fetch(self.ref.name, version)
-        model_id = version_id(self.ref.name, version)
-        source = ModelSource(str(path), model_id, local=True, revision=f"v{version}")
-        return self._make_backend(source), model_id
+        assert self.registered is not None
+        source = self.registered.fetch(version)
+        return self._make_backend(source), source.name
 
     def _classify_batch(self, items: list[ClassifyItem]) -> list[ClassifyResult]:
         active = self.active  # one read: the whole batch runs on one version
@@ -113,13 +103,11 @@ class ClassificationService(ModelService):
         return [replace(r, model=active.model_id) for r in results]
 
     def load(self) -> None:
-        if self.ref is not None and self.resolver is not None:
-            version = self.resolver.version_of(self.ref)
+        if self.registered is not None:
+            version = self.registered.current_version()
             backend, model_id = self._registered(version)
             backend.load()
-            self.watcher = AliasWatcher(
-                self.resolver, self.ref, version, self._swap, self.settings.registry_poll_s
-            )
+            self.registered.watch(version, self._swap)
         else:
             assert self.pending is not None
             backend, model_id = self.pending, self.model_id
@@ -149,15 +137,6 @@ class ClassificationService(ModelService):
         backend, model_id = await asyncio.to_thread(self._load_version, version)
         self._activate(backend, model_id)
         log.info("model swapped", extra={"model": model_id, "revision": backend.revision})
-
-    async def start(self) -> None:
-        await super().start()
-        if self.watcher is not None:
-            self.watcher.start()
-
-    async def on_stop(self) -> None:
-        if self.watcher is not None:
-            await self.watcher.stop()
 
     @staticmethod
     def _warm(backend: ClassifierBackend) -> None:

@@ -18,13 +18,7 @@ from modelfleet.app import json_response
 from modelfleet.devices import pick_device
 from modelfleet.encoder import Encoded, SentenceEncoder
 from modelfleet.errors import InvalidRequest
-from modelfleet.registry import (
-    AliasWatcher,
-    ModelRef,
-    RegistryResolver,
-    is_registry_uri,
-    version_id,
-)
+from modelfleet.registry import RegisteredModel, is_registry_uri
 from modelfleet.resolve import ModelSource, resolve_encoder
 from modelfleet.routes import Route
 from modelfleet.schemas import INPUT_TYPES, EmbeddingRequest, RerankRequest, SimilarityRequest
@@ -56,13 +50,11 @@ class EmbeddingService(ModelService):
 
     def __init__(self, settings: EmbeddingSettings) -> None:
         super().__init__(settings)
-        self.ref: ModelRef | None = None
-        self.resolver: RegistryResolver | None = None
-        self.watcher: AliasWatcher | None = None
         if is_registry_uri(settings.model):
             # registered model: resolved and fetched in load(), off the event loop
-            self.ref = ModelRef.parse(settings.model)
-            self.resolver = RegistryResolver(settings.tracking_uri, settings.cache_dir)
+            self.registered = RegisteredModel(
+                settings.model, settings.tracking_uri, settings.cache_dir, settings.registry_poll_s
+            )
             self.model_id = settings.model
             device = pick_device(settings.device)
             self.encoder: SentenceEncoder | None = None
@@ -95,20 +87,17 @@ class EmbeddingService(ModelService):
         ]
 
     def _registered(self, version: str) -> tuple[SentenceEncoder, str]:
-        assert self.ref is not None and self.resolver is not None
-        path = self.resolver.fetch(self.ref.name, version)
-        model_id = version_id(self.ref.name, version)
-        encoder = self._make_encoder(ModelSource(str(path), model_id, True, f"v{version}"))
+        assert self.registered is not None
+        source = self.registered.fetch(version)
+        encoder = self._make_encoder(source)
         encoder.load()
-        return encoder, model_id
+        return encoder, source.name
 
     def load(self) -> None:
-        if self.ref is not None and self.resolver is not None:
-            version = self.resolver.version_of(self.ref)
+        if self.registered is not None:
+            version = self.registered.current_version()
             self.encoder, self.model_id = self._registered(version)
-            self.watcher = AliasWatcher(
-                self.resolver, self.ref, version, self._swap, self.settings.registry_poll_s
-            )
+            self.registered.watch(version, self._swap)
         else:
             assert self.encoder is not None
             self.encoder.load()
@@ -157,15 +146,6 @@ class EmbeddingService(ModelService):
         self.metrics.model_info.labels(self.name, *old).set(0)
         self.metrics.model_info.labels(self.name, model_id, encoder.revision).set(1)
         log.info("model swapped", extra={"model": model_id, "revision": encoder.revision})
-
-    async def start(self) -> None:
-        await super().start()
-        if self.watcher is not None:
-            self.watcher.start()
-
-    async def on_stop(self) -> None:
-        if self.watcher is not None:
-            await self.watcher.stop()
 
     def warmup(self) -> None:
         assert self.encoder is not None

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelfleet.resolve import ModelUnavailable
+from modelfleet.resolve import ModelSource, ModelUnavailable
 
 log = logging.getLogger("modelfleet.registry")
 
@@ -168,3 +168,28 @@ class AliasWatcher:
                 raise
             except Exception:
                 log.exception("alias watch failed; the current version keeps serving")
+
+
+class RegisteredModel:
+    """A service's ``MODEL=models:/<name>@<alias>``: the version the alias names, that version's
+    files, and (once :meth:`watch` is called) a watcher that hot-swaps when the alias moves.
+
+    The service base starts and stops the watcher (:class:`modelfleet.service.ModelService`).
+    """
+
+    def __init__(self, spec: str, tracking_uri: str | None, cache_dir: Path, poll_s: float) -> None:
+        self.ref = ModelRef.parse(spec)
+        self.resolver = RegistryResolver(tracking_uri, cache_dir)
+        self.poll_s = poll_s
+        self.watcher: AliasWatcher | None = None
+
+    def current_version(self) -> str:
+        return self.resolver.version_of(self.ref)
+
+    def fetch(self, version: str) -> ModelSource:
+        """Version ``version``'s files in the local cache, as a model source."""
+        path = self.resolver.fetch(self.ref.name, version)
+        return ModelSource(str(path), version_id(self.ref.name, version), True, f"v{version}")
+
+    def watch(self, version: str, on_move: Callable[[str], Awaitable[None]]) -> None:
+        self.watcher = AliasWatcher(self.resolver, self.ref, version, on_move, self.poll_s)

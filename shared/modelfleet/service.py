@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from modelfleet.batching import MicroBatcher
 from modelfleet.errors import InvalidRequest, ModelNotReady, PayloadTooLarge
@@ -22,6 +22,9 @@ from modelfleet.metrics import Metrics
 from modelfleet.routes import Route
 from modelfleet.settings import ModelServiceSettings
 from modelfleet.tokenize import TokenizerRef
+
+if TYPE_CHECKING:
+    from modelfleet.registry import RegisteredModel
 
 log = logging.getLogger("modelfleet.service")
 
@@ -45,6 +48,8 @@ class ModelService(abc.ABC):
         self.created = int(time.time())
         self._trimmer: asyncio.Task[None] | None = None
         self._batchers: list[MicroBatcher[Any, Any]] = []
+        # MODEL=models:/name@alias: set by the subclass, watched from start() to stop()
+        self.registered: RegisteredModel | None = None
 
     # -- what subclasses implement -------------------------------------------------------
     @abc.abstractmethod
@@ -172,12 +177,16 @@ class ModelService(abc.ABC):
         self.metrics.model_load.labels(self.name, self.model_id).set(elapsed)
         self.metrics.model_info.labels(self.name, self.model_id, self.model_revision).set(1)
         self.ready = True
+        if self.registered is not None and self.registered.watcher is not None:
+            self.registered.watcher.start()
         log.info("model ready", extra={"model": self.model_id, "load_seconds": round(elapsed, 2)})
 
     async def stop(self) -> None:
         self.ready = False
         if self._trimmer is not None:
             self._trimmer.cancel()
+        if self.registered is not None and self.registered.watcher is not None:
+            await self.registered.watcher.stop()
         for b in self._batchers:
             await b.close()
         await self.on_stop()
