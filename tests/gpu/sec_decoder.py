@@ -65,9 +65,8 @@ def section_invariance(res: dict[str, Any], ctx: Ctx) -> None:
     """Bitwise-equal logits for one prompt alone, again, with 1 and 15 others, joining late."""
     import torch
 
-    import modelfleet.decoding.engine as engine_mod
     from modelfleet.decoding.engine import Engine
-    from modelfleet.decoding.sampling import Sampler, SamplingParams
+    from modelfleet.decoding.sampling import SamplingParams
 
     lm = _load(ctx)
     res.update(dtype=str(lm.dtype), device=lm.device,
@@ -79,17 +78,22 @@ def section_invariance(res: dict[str, Any], ctx: Ctx) -> None:
     rows: dict[int, list[torch.Tensor]] = {}
     toks: dict[int, list[int]] = {}
 
-    class Recorder(Sampler):
-        key = -1
+    keys: dict[int, int] = {}  # id(sequence) -> scenario key
 
-        def draw(self, logits: torch.Tensor) -> int:
-            t = super().draw(logits)
-            rows.setdefault(self.key, []).append(logits.clone())
-            toks.setdefault(self.key, []).append(t)
-            return t
+    def recording(sample: Any) -> Any:
+        """Wrap the engine's sampling step (plain greedy rows never reach ``Sampler.draw``)."""
 
-    vars(engine_mod)["Sampler"] = Recorder  # the engine builds each sequence's sampler by name
+        def wrapped(logits: torch.Tensor, entries: list[tuple[Any, int]], now: float) -> None:
+            sample(logits, entries, now)
+            for seq, row in entries:
+                key = keys.get(id(seq), -1)
+                rows.setdefault(key, []).append(logits[row].float().cpu().clone())
+                toks.setdefault(key, []).append(int(seq.next_token))
+
+        return wrapped
+
     eng = Engine(lm, max_batch_size=16, max_queue=64, max_step_tokens=512, prefill_chunk=32)
+    eng._sample = recording(eng._sample)  # type: ignore[method-assign]
     eng.start()
     try:
         target = _chat_ids(tok, "Tell me about the sea.")
@@ -97,7 +101,7 @@ def section_invariance(res: dict[str, Any], ctx: Ctx) -> None:
 
         def sub(p: list[int], key: int) -> Any:
             g = eng.submit(p, greedy)
-            g._seq.sampler.key = key
+            keys[id(g._seq)] = key
             return g
 
         async def alone() -> None:
@@ -134,7 +138,6 @@ def section_invariance(res: dict[str, Any], ctx: Ctx) -> None:
             }
     finally:
         eng.stop()
-        vars(engine_mod)["Sampler"] = Sampler
     res["scenarios"] = scen
     res["pass"] = all(v["bitwise_equal_logits"] for v in scen.values())
 
