@@ -10,11 +10,9 @@ from typing import Any
 import pytest
 import torch
 
-import modelfleet.decoding.engine as engine_mod
 from modelfleet.decoding.engine import Engine
-from modelfleet.decoding.handles import Generation
 from modelfleet.decoding.loader import LoadedModel, load_causal_lm
-from modelfleet.decoding.sampling import Sampler, SamplingParams
+from modelfleet.decoding.sampling import SamplingParams
 from modelfleet.decoding.settings import DecoderSettings
 from modelfleet.errors import ContextLengthExceeded, Overloaded
 from modelfleet.resolve import PACKAGED_LLM, packaged_llm_gguf, resolve
@@ -54,50 +52,47 @@ def engine(lm: LoadedModel) -> Iterator[Engine]:
     eng.stop()
 
 
-class Recorder(Sampler):
-    """A sampler that keeps every logits row it is given, per prompt length."""
+class Recorder:
+    """Keeps every logits row the engine samples from, per prompt length (plain greedy rows
+    never reach a sampler's ``draw``, so this wraps the engine's sampling step instead)."""
 
-    rows: dict[int, list[torch.Tensor]] = {}
+    def __init__(self, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.rows: dict[int, list[torch.Tensor]] = {}
+        sample = engine._sample
 
-    def __init__(self, params: SamplingParams, device: str = "cpu") -> None:
-        super().__init__(params, device)
-        self.key = -1
+        def recording(logits: torch.Tensor, entries: list[tuple[Any, int]], now: float) -> None:
+            for seq, row in entries:
+                self.rows.setdefault(len(seq.prompt), []).append(logits[row].cpu().clone())
+            sample(logits, entries, now)
 
-    def draw(self, logits: torch.Tensor) -> int:
-        Recorder.rows.setdefault(self.key, []).append(logits.clone())
-        return super().draw(logits)
-
-
-def record(engine: Engine, prompt: list[int]) -> Generation:
-    gen = engine.submit(prompt, GREEDY)
-    assert gen._seq is not None and isinstance(gen._seq.sampler, Recorder)
-    gen._seq.sampler.key = len(prompt)
-    return gen
+        monkeypatch.setattr(engine, "_sample", recording)
 
 
 def test_logits_are_bitwise_identical_alone_and_in_any_batch(
     engine: Engine, prompts: list[list[int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_mod, "Sampler", Recorder)
+    recorder = Recorder(engine, monkeypatch)
     target = prompts[0]
     runs: list[list[torch.Tensor]] = []
 
     async def alone() -> None:
-        await record(engine, target).collect()
+        await engine.submit(target, GREEDY).collect()
 
     async def batched() -> None:
-        await asyncio.gather(*(record(engine, p).collect() for p in [prompts[3], target]))
+        await asyncio.gather(*(engine.submit(p, GREEDY).collect() for p in [prompts[3], target]))
 
     async def joins_late() -> None:
         # Join while two others decode (and the long prompt is mid-prefill in 32-token chunks).
-        others = [record(engine, p) for p in prompts[1:4:2]]
+        others = [engine.submit(p, GREEDY) for p in prompts[1:4:2]]
         await asyncio.sleep(0.3)
-        await asyncio.gather(record(engine, target).collect(), *(g.collect() for g in others))
+        await asyncio.gather(
+            engine.submit(target, GREEDY).collect(), *(g.collect() for g in others)
+        )
 
     for scenario in (alone, batched, joins_late):
-        Recorder.rows = {}
+        recorder.rows = {}
         asyncio.run(scenario())
-        runs.append(Recorder.rows[len(target)])
+        runs.append(recorder.rows[len(target)])
     assert len(runs[0]) == GREEDY.max_tokens
     for other in runs[1:]:
         assert len(other) == len(runs[0])

@@ -52,10 +52,19 @@ class SamplingParams:
 class Sampler:
     """Per-sequence sampling state: the generator, token counts, bias row, grammar matcher."""
 
-    __slots__ = ("_generator", "bias", "counts", "matcher", "params")
+    __slots__ = ("_generator", "bias", "counts", "matcher", "params", "plain")
 
     def __init__(self, params: SamplingParams, device: str = "cpu") -> None:
         self.params = params
+        # Greedy with nothing to apply or report: the engine takes a batched argmax for these
+        # rows and never calls draw() or accept() for them.
+        self.plain = (
+            params.greedy
+            and not params.penalised
+            and not params.logit_bias
+            and params.grammar is None
+            and params.logprobs is None
+        )
         self.counts: torch.Tensor | None = None  # generated-token counts, built on first use
         self.bias: torch.Tensor | None = None
         self.matcher: Any = None

@@ -82,16 +82,26 @@ def take_logprobs(seq: SequenceState) -> tuple[TokenLogprob, ...]:
 
 
 def draw_tokens(logits: torch.Tensor, seqs: list[SequenceState], eos: Collection[int]) -> list[int]:
-    """Each sequence's next token from its row of ``logits``, logprobs noted where asked."""
-    processed = process_batch(logits, [s.sampler for s in seqs])
-    tokens = [s.sampler.draw(processed[j]) for j, s in enumerate(seqs)]
-    want = [j for j, s in enumerate(seqs) if s.params.logprobs is not None]
+    """Each sequence's next token from its row of ``logits``, logprobs noted where asked.
+
+    Plain greedy rows (see :attr:`Sampler.plain`) take one batched argmax, the only work a step
+    of such rows needs; the others are processed and drawn one row each.
+    """
+    tokens: list[int] = logits.argmax(dim=-1).tolist()
+    special = [j for j, s in enumerate(seqs) if not s.sampler.plain]
+    if not special:
+        return tokens
+    rows = logits if len(special) == len(seqs) else logits[special]
+    processed = process_batch(rows, [seqs[j].sampler for j in special])
+    for i, j in enumerate(special):
+        tokens[j] = seqs[j].sampler.draw(processed[i])
+    want = [j for j in special if seqs[j].params.logprobs is not None]
     if want:
         ks = [seqs[j].params.logprobs or 0 for j in want]
         lps = logprobs_batch(logits, want, [tokens[j] for j in want], ks)
         for j, lp in zip(want, lps, strict=True):
             if tokens[j] not in eos:  # OpenAI never reports the end-of-sequence token
                 seqs[j].pending_logprobs.append(lp)
-    for seq, token in zip(seqs, tokens, strict=True):
-        seq.sampler.accept(token)
+    for j in special:
+        seqs[j].sampler.accept(tokens[j])
     return tokens
