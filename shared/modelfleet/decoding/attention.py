@@ -49,7 +49,7 @@ class DecodeGroup:
     """Decode rows whose keys pad to the same length: one attention call per layer."""
 
     rows: torch.Tensor  # [b] their positions in the packed row
-    blocks: torch.Tensor  # [b * padded // block_size] block ids, 0 (the zero block) as padding
+    slots: torch.Tensor  # [b * kv_heads * padded] pool rows to gather (see StepPlan.slots)
     lengths: torch.Tensor  # [b, 1] keys each row sees (its own position + 1)
     padded: int
     masks: dict[int, torch.Tensor] = field(default_factory=dict)  # by sliding window (0: none)
@@ -65,49 +65,62 @@ class DecodeGroup:
 
 
 class StepPlan:
-    """Where a step's keys go and how each layer gathers them; built once per step."""
+    """Where a step's keys go and how each layer gathers them; built once per step.
+
+    A layer's pool, viewed as ``[blocks * kv_heads * block_size, head_dim]``, has one row per
+    (block, head, offset); every write and gather of a step is one ``index_copy_`` or
+    ``index_select`` over precomputed row numbers (advanced-index assignment is several times
+    slower on a CPU, and a block gather followed by a transpose copies twice).
+    """
 
     def __init__(self, pool: BlockPool, segments: list[Segment], device: Any) -> None:
         self.pool = pool
+        self.device = device
+        self.heads = pool.keys.shape[2]
         bs = pool.block_size
-        blocks: list[int] = []
-        offsets: list[int] = []
+        self._head_step = torch.arange(self.heads, device=device)[:, None] * bs  # [heads, 1]
+        written: list[torch.Tensor] = []
         self.prefills: list[tuple[Segment, torch.Tensor]] = []
         by_len: dict[int, list[Segment]] = {}
         bucket = -(-DECODE_BUCKET // bs) * bs
         for seg in segments:
-            table = seg.table.blocks
-            for p in range(seg.past, seg.past + seg.length):
-                blocks.append(table[p // bs])
-                offsets.append(p % bs)
             total = seg.past + seg.length
+            written.append(self.slots([seg.table.blocks], seg.past, total)[0])
             if seg.length == 1:
                 by_len.setdefault(-(-total // bucket) * bucket, []).append(seg)
             else:
-                ids = torch.tensor(table[: -(-total // bs)], device=device)
-                self.prefills.append((seg, ids))
-        self.tokens = len(blocks)
-        self.write_blocks = torch.tensor(blocks, device=device)
-        self.write_offsets = torch.tensor(offsets, device=device)
-        self.groups: list[DecodeGroup] = []
-        for padded, segs in by_len.items():
-            width = padded // bs
-            padded_ids = [b for s in segs for b in (s.table.blocks + [0] * width)[:width]]
-            self.groups.append(
-                DecodeGroup(
-                    rows=torch.tensor([s.start for s in segs], device=device),
-                    blocks=torch.tensor(padded_ids, device=device),
-                    lengths=torch.tensor([[s.past + 1] for s in segs], device=device),
-                    padded=padded,
-                )
+                # The oldest key a query of a sliding-window layer may see is cut per layer.
+                self.prefills.append((seg, self.slots([seg.table.blocks], 0, total)[0]))
+        self.tokens = sum(seg.length for seg in segments)
+        # [heads, tokens] per segment -> token-major, matching key[0, :, :n].transpose(0, 1)
+        self.write_slots = torch.cat([w.t() for w in written], 0).reshape(-1)
+        self.groups = [
+            DecodeGroup(
+                rows=torch.tensor([s.start for s in segs], device=device),
+                slots=self.slots([s.table.blocks for s in segs], 0, padded).reshape(-1),
+                lengths=torch.tensor([[s.past + 1] for s in segs], device=device),
+                padded=padded,
             )
+            for padded, segs in by_len.items()
+        ]
 
-    def gather(self, cache: torch.Tensor, blocks: torch.Tensor, rows: int) -> torch.Tensor:
-        """``[rows, kv_heads, len(blocks) // rows * block_size, head_dim]`` from the pool."""
-        picked = cache.index_select(0, blocks)  # [rows * width, heads, block_size, dim]
-        _, heads, bs, dim = picked.shape
-        picked = picked.view(rows, -1, heads, bs, dim).transpose(1, 2)
-        return picked.reshape(rows, heads, -1, dim)
+    def slots(self, tables: list[list[int]], lo: int, hi: int) -> torch.Tensor:
+        """Pool rows of positions ``lo:hi`` of each table, ``[len(tables), heads, hi - lo]``;
+        positions past a table's blocks read the zero block."""
+        bs = self.pool.block_size
+        first, last = lo // bs, -(-hi // bs)
+        ids = torch.tensor(
+            [(t[first:last] + [0] * (last - first))[: last - first] for t in tables],
+            device=self.device,
+        )  # [rows, blocks]
+        pos = torch.arange(lo, hi, device=self.device)
+        base = ids[:, pos // bs - first] * (self.heads * bs) + pos % bs  # [rows, hi - lo]
+        return base[:, None, :] + self._head_step
+
+    def gather(self, cache: torch.Tensor, slots: torch.Tensor, rows: int) -> torch.Tensor:
+        """``[rows, kv_heads, len, head_dim]`` from one layer's pool ``cache``."""
+        dim = cache.shape[-1]
+        return cache.view(-1, dim).index_select(0, slots).view(rows, self.heads, -1, dim)
 
 
 def ragged_attention(
@@ -129,29 +142,35 @@ def ragged_attention(
     layer: int = module.layer_idx  # type: ignore[assignment]
     sliding: int = kwargs.get("sliding_window") or 0
     keys, values = plan.pool.keys[layer], plan.pool.values[layer]
-    n = plan.tokens
-    keys[plan.write_blocks, :, plan.write_offsets] = key[0, :, :n].transpose(0, 1)
-    values[plan.write_blocks, :, plan.write_offsets] = value[0, :, :n].transpose(0, 1)
-    out = query.new_zeros(query.shape)
+    n, dim = plan.tokens, keys.shape[-1]
+    keys.view(-1, dim).index_copy_(
+        0, plan.write_slots, key[0, :, :n].transpose(0, 1).reshape(-1, dim)
+    )
+    values.view(-1, dim).index_copy_(
+        0, plan.write_slots, value[0, :, :n].transpose(0, 1).reshape(-1, dim)
+    )
+    # Token-major, the layout the caller wants back, so each row lands with one index_copy_.
+    out = query.new_zeros(query.shape[2], query.shape[1], query.shape[3])
     for group in plan.groups:
         b = len(group.rows)
-        q = query[0, :, group.rows].transpose(0, 1).unsqueeze(2)  # [b, heads, 1, dim]
+        q = query[0].index_select(1, group.rows).transpose(0, 1).unsqueeze(2)  # [b, h, 1, d]
         att = F.scaled_dot_product_attention(
             q,
-            plan.gather(keys, group.blocks, b),
-            plan.gather(values, group.blocks, b),
+            plan.gather(keys, group.slots, b),
+            plan.gather(values, group.slots, b),
             attn_mask=group.mask(sliding),
             scale=scaling,
             enable_gqa=True,
         )
-        out[0, :, group.rows] = att[:, :, 0].transpose(0, 1)
-    for seg, ids in plan.prefills:
+        out.index_copy_(0, group.rows, att[:, :, 0])
+    for seg, slots in plan.prefills:
         end_q = seg.start + seg.length
         total = seg.past + seg.length
         # The oldest key any query of this segment may see (sliding-window models).
         lo = max(0, seg.past - sliding + 1) if sliding else 0
-        k = plan.gather(keys, ids, 1)[:, :, lo:total]
-        v = plan.gather(values, ids, 1)[:, :, lo:total]
+        cut = slots[:, lo:].reshape(-1) if lo else slots.reshape(-1)
+        k = plan.gather(keys, cut, 1)
+        v = plan.gather(values, cut, 1)
         q = query[:, :, seg.start : end_q]
         mask = None
         causal = False
@@ -165,10 +184,10 @@ def ragged_attention(
             mask = kpos <= qpos
             if sliding:
                 mask &= kpos > qpos - sliding
-        out[:, :, seg.start : end_q] = F.scaled_dot_product_attention(
+        out[seg.start : end_q] = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal, scale=scaling, enable_gqa=True
-        )
-    return out.transpose(1, 2), None
+        )[0].transpose(0, 1)
+    return out[None], None
 
 
 def install(model: Any) -> None:
