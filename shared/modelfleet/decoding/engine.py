@@ -2,11 +2,14 @@
 
 One background thread owns the model. Each iteration ("step") it
 
-1. drops sequences whose client went away and admits waiting ones into free batch slots;
+1. drops sequences whose client went away and admits waiting ones into free batch slots,
+   each reserving the KV-cache blocks its prompt and ``max_tokens`` may need
+   (:mod:`modelfleet.decoding.kvcache`; no room: it waits);
 2. packs one token for every decoding sequence and the next fixed-size chunk of every
-   prefilling prompt (within a token budget) into a single row, runs one forward pass with
-   ragged attention (:mod:`modelfleet.decoding.attention`) and computes logits only for the
-   rows that end a sequence's input;
+   prefilling prompt (within a token budget) into a single row
+   (:mod:`modelfleet.decoding.schedule`), runs one forward pass with ragged attention over the
+   paged cache (:mod:`modelfleet.decoding.attention`) and computes logits only for the rows
+   that end a sequence's input;
 3. applies penalties, biases and grammar masks to the rows that ask for them (batched, in
    :mod:`modelfleet.decoding.sampling`), samples each sequence's next token, turns it into
    text, checks EOS / grammar end / stop strings / ``max_tokens``, and hands the step's text
@@ -14,10 +17,11 @@ One background thread owns the model. Each iteration ("step") it
    prefill once and fork the prompt's cache when its first token is sampled.
 
 Sequences therefore join and leave the batch at token boundaries. A sequence's result does not
-depend on its batch: attention is per sequence, prefill chunk boundaries depend only on the
-sequence itself, sampling uses the sequence's own generator, and every step is padded to at
-least ``min_rows`` rows - the row count above which the CPU GEMM kernels compute each row the
-same way whatever the row count (measured on MKL: 12 and up; fewer rows take other kernels and
+depend on its batch: a decode row's keys are padded to a length set by its own length only,
+prefill attention is per sequence, prefill chunk boundaries depend only on the sequence itself,
+sampling uses the sequence's own generator, and every step is padded to at least ``min_rows``
+rows - the row count above which the CPU GEMM kernels compute each row the same way whatever
+the row count (measured on MKL: 12 and up; fewer rows take other kernels and
 round differently). On a CPU this also needs MKL's strict reproducibility mode
 (:func:`modelfleet.devices.reproducible_cpu_math`), which keeps MKL from splitting the inner
 dimension across threads for some row counts.
