@@ -23,14 +23,14 @@ from typing import Any
 TEXTS = ["Tell me about the sea.", "Hi", "Name three colours.", "Write a haiku about rain."]
 
 
-def record_logits(engine: Any, rows: dict[int, list[Any]], devices: set[str]) -> None:
-    """Keep each sampled logits row (on the host) per prompt length."""
+def record_logits(engine: Any, rows: dict[tuple[int, ...], list[Any]], devices: set[str]) -> None:
+    """Keep each sampled logits row (on the host) per prompt."""
     sample = engine._sample
 
     def recording(logits: Any, entries: list[tuple[Any, int]], now: float) -> None:
         devices.add(logits.device.type)
         for seq, row in entries:
-            rows.setdefault(len(seq.prompt), []).append(logits[row].cpu().clone())
+            rows.setdefault(tuple(seq.prompt), []).append(logits[row].cpu().clone())
         sample(logits, entries, now)
 
     engine._sample = recording
@@ -53,7 +53,7 @@ def engine_section(res: dict[str, Any], lm: Any) -> None:
     eng = Engine(lm, max_batch_size=16, max_queue=64, max_step_tokens=512, prefill_chunk=32)
     res["kv_cache"] = {"blocks": eng.pool.total, "block_size": eng.pool.block_size,
                        "bytes": eng.pool.keys.nbytes * 2}  # fmt: skip
-    rows: dict[int, list[Any]] = {}
+    rows: dict[tuple[int, ...], list[Any]] = {}
     devices: set[str] = set()
     record_logits(eng, rows, devices)
     eng.start()
@@ -79,12 +79,12 @@ def engine_section(res: dict[str, Any], lm: Any) -> None:
         for name, batch in scenarios.items():
             rows.clear()
             asyncio.run(run(batch))
-            got = rows[len(target)]
+            got = rows[tuple(target)]
             base = base or got
             inv[name] = len(got) == len(base) and all(map(torch.equal, base, got))
         rows.clear()
         asyncio.run(run(prompts[1:8], late=[target]))
-        got = rows[len(target)]
+        got = rows[tuple(target)]
         inv["joins_late"] = len(got) == len(base) and all(map(torch.equal, base, got))
         alone = asyncio.run(run([target]))[0]
         res["n3_choices_equal_alone"] = asyncio.run(choices()) == [alone] * 3
