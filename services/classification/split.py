@@ -9,17 +9,12 @@ own check of a task or label set runs there too; its 400 comes back through the 
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-from modelfleet.app import create_app
 from modelfleet.frontend import WorkerFrontend
 from modelfleet.modelworker import Op
 from modelfleet.schemas import ClassifyRequest
 from modelfleet.supervisor import (
-    child_setup,
-    run_worker_process,
-    serve_frontend,
     serve_supervised,
 )
 from modelfleet.tokenize import TokenizerRef
@@ -74,19 +69,8 @@ class ClassificationFrontend(WorkerFrontend, ClassificationService):
         return results
 
 
-def worker_process(settings: ClassificationSettings, path: str) -> None:  # pragma: no cover
-    child_setup(ClassificationService.name, settings)
-    run_worker_process(functools.partial(ClassificationWorker, settings), path)
-
-
-def frontend_process(
-    settings: ClassificationSettings, path: str, metrics_dir: str
-) -> None:  # pragma: no cover
-    child_setup(ClassificationService.name, settings)
-    app = create_app(ClassificationFrontend(settings, path, metrics_dir))
-    serve_frontend(app, settings, settings.shutdown_grace_s)
-
-
 def serve_split(settings: ClassificationSettings) -> None:
     """``main()`` with ``FRONTENDS`` > 1: supervise the worker and the front-ends."""
-    serve_supervised(ClassificationService.name, settings, worker_process, frontend_process)
+    serve_supervised(
+        ClassificationService.name, settings, ClassificationWorker, ClassificationFrontend
+    )

@@ -8,19 +8,14 @@ forward pass as a single process does. See :mod:`modelfleet.supervisor` for the 
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
 
-from modelfleet.app import create_app
 from modelfleet.encoder import Encoded, EncoderTokenizer
 from modelfleet.frontend import WorkerFrontend
 from modelfleet.modelworker import Op
 from modelfleet.supervisor import (
-    child_setup,
-    run_worker_process,
-    serve_frontend,
     serve_supervised,
 )
 from modelfleet.tokenize import TokenizerRef
@@ -92,19 +87,6 @@ class EmbeddingFrontend(WorkerFrontend, EmbeddingService):
         return scored
 
 
-def worker_process(settings: EmbeddingSettings, path: str) -> None:  # pragma: no cover
-    child_setup(EmbeddingService.name, settings)
-    run_worker_process(functools.partial(EmbeddingWorker, settings), path)
-
-
-def frontend_process(
-    settings: EmbeddingSettings, path: str, metrics_dir: str
-) -> None:  # pragma: no cover
-    child_setup(EmbeddingService.name, settings)
-    app = create_app(EmbeddingFrontend(settings, path, metrics_dir))
-    serve_frontend(app, settings, settings.shutdown_grace_s)
-
-
 def serve_split(settings: EmbeddingSettings) -> None:
     """``main()`` with ``FRONTENDS`` > 1: supervise the worker and the front-ends."""
-    serve_supervised(EmbeddingService.name, settings, worker_process, frontend_process)
+    serve_supervised(EmbeddingService.name, settings, EmbeddingWorker, EmbeddingFrontend)

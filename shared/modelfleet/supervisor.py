@@ -15,6 +15,7 @@ prometheus_client multiprocess directory, and each front-end's ``/metrics`` rend
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
 import os
@@ -232,15 +233,46 @@ def child_setup(name: str, settings: ModelServiceSettings) -> None:  # pragma: n
     configure_tracing(name, settings.otlp_endpoint, settings.trace_sample_ratio)
 
 
+def _worker_main(
+    name: str, worker_cls: Callable[..., Any], settings: ModelServiceSettings, path: str
+) -> None:  # pragma: no cover - spawned process
+    child_setup(name, settings)
+    run_worker_process(functools.partial(worker_cls, settings), path)
+
+
+def _frontend_main(
+    name: str,
+    frontend_cls: Callable[..., Any],
+    settings: ModelServiceSettings,
+    path: str,
+    metrics_dir: str,
+) -> None:  # pragma: no cover - spawned process
+    from modelfleet.app import create_app
+
+    child_setup(name, settings)
+    app = create_app(frontend_cls(settings, path, metrics_dir))
+    serve_frontend(app, settings, settings.shutdown_grace_s)
+
+
 def serve_supervised(
     name: str,
     settings: EncoderServiceSettings,
-    worker_target: Callable[..., Any],
-    frontend_target: Callable[..., Any],
+    worker_cls: Callable[..., Any],
+    frontend_cls: Callable[..., Any],
 ) -> None:
-    """``main()`` of a service with ``FRONTENDS`` > 1: supervise until SIGTERM, then exit."""
+    """``main()`` of a service with ``FRONTENDS`` > 1: supervise until SIGTERM, then exit.
+
+    The worker process builds ``worker_cls(settings)``, each front-end serves
+    ``frontend_cls(settings, socket_path, metrics_dir)``; both must be importable module-level
+    classes (the children are spawned, so what they run is pickled by name).
+    """
     from modelfleet.logs import configure_logging
 
     configure_logging(name, settings.log_level, settings.log_json)
-    sup = Supervisor(settings, settings.frontends, worker_target, frontend_target)
+    sup = Supervisor(
+        settings,
+        settings.frontends,
+        functools.partial(_worker_main, name, worker_cls),
+        functools.partial(_frontend_main, name, frontend_cls),
+    )
     raise SystemExit(sup.run())
