@@ -10,8 +10,8 @@ the wheels' install and the interpreter's start the device call ends before 8 mi
   invariance; engine vs static ``generate``, 16 x 64 tokens, target >= 2.0x);
 - ``llm_service``: chat + stream checks, then 16 streams through the service: TTFT p50
   (<= 200 ms) and GPU utilisation, memory, power at saturation (>= 80 %);
-- ``embedding_correctness``, ``embedding_throughput`` (FRONTENDS=1) and, where the settings
-  read it, ``embedding_throughput_frontends4``: 64 single-sentence clients vs in-process
+- ``embedding_correctness``, ``embedding_throughput`` (FRONTENDS=1) and
+  ``embedding_throughput_frontends4``: 64 single-sentence clients vs in-process
   ``encode`` at its best batch (>= 0.5);
 - ``classification``; ``engine_checks`` (tests/gpu/engine_checks.py, if present); ``vllm`` (if
   importable).
@@ -103,7 +103,7 @@ def _build(res: dict[str, Any], ctx: Ctx) -> None:
 def run(ctx: Ctx, names: list[str]) -> None:
     """Run the chosen sections in order; start each service before the sections that need it."""
     rep, svc = ctx.report, ctx.svc
-    f4 = "embedding_throughput_frontends4" in names and sec_embedding.frontends_supported()
+    f4 = "embedding_throughput_frontends4" in names
     starts: dict[str, tuple[str, Callable[[], dict[str, str]]]] = {}
     if {"embedding_correctness", "embedding_throughput"} & set(names):
         starts["embedding"] = ("embedding", lambda: sec_embedding.service_env(ctx, 1))
@@ -146,8 +146,6 @@ def run(ctx: Ctx, names: list[str]) -> None:
     for name in names:
         if name in NEEDS_ASSETS and not ASSETS.is_dir():
             rep.skip(name, f"{ASSETS} missing: run `python -m tests.gpu.prepare_assets` first")
-        elif name == "embedding_throughput_frontends4" and not f4:
-            rep.skip(name, "the embedding settings do not read FRONTENDS (yet)")
         elif name == "engine_checks" and not sec_extra.engine_checks_available():
             rep.skip(name, "tests/gpu/engine_checks.py is not in this tree")
         elif name == "vllm" and not sec_extra.vllm_available():

@@ -116,7 +116,10 @@ def section_invariance(res: dict[str, Any], ctx: Ctx) -> None:
 
         async def joins_late() -> None:
             others = [sub(p, 200 + i) for i, p in enumerate([long, *prompts[:6]])]
-            await asyncio.sleep(0.05 if ctx.device == "cuda" else 0.3)  # let the others start
+            # The target joins once the others are all in the batch.
+            end = time.monotonic() + 30
+            while eng.running < len(others) and time.monotonic() < end:
+                await asyncio.sleep(0.005)
             await asyncio.gather(sub(target, 0).collect(), *(g.collect() for g in others))
 
         base_rows: list[torch.Tensor] = []

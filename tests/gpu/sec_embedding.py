@@ -2,14 +2,13 @@
 
 Target (issue 16): 64 clients of single-sentence requests through the service reach >= 0.5 of
 in-process ``SentenceTransformer.encode`` at its best batch size, on the same device and dtype.
-The service runs with one HTTP front-end and, where the settings read ``FRONTENDS`` (a change
-being built on another branch; detected by building the settings with it set), with four.
+The service runs with one HTTP front-end, then with ``FRONTENDS=4`` (four front-ends feeding one
+model worker with two forward threads).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any
 
@@ -19,26 +18,6 @@ from tests.gpu.loadgen import closed_loop
 from tests.perf.common import SENTENCES
 
 CLIENTS = 64
-
-
-def frontends_supported(n: int = 4) -> bool:
-    """Whether the embedding settings read ``MODELFLEET_EMBEDDING_FRONTENDS`` (found by trying)."""
-    try:
-        from services.embedding.settings import EmbeddingSettings
-    except Exception:  # the embedding sections will fail and say why; this must not stop the run
-        return False
-    name = "MODELFLEET_EMBEDDING_FRONTENDS"
-    old = os.environ.get(name)
-    os.environ[name] = str(n)
-    try:
-        return getattr(EmbeddingSettings(), "frontends", None) == n
-    except Exception:  # the setting exists but refuses this value: not usable either
-        return False
-    finally:
-        if old is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = old
 
 
 def service_env(ctx: Ctx, frontends: int) -> dict[str, str]:

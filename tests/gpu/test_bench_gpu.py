@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.gpu import results, sec_embedding, wheels
+from tests.gpu import results, wheels
 from tests.gpu.harness import ROOT, Report
 
 
@@ -101,21 +101,6 @@ def test_entries_merge_beside_the_cpu_benchmarks(tmp_path: Path) -> None:
     merged = json.loads(path.read_text())
     assert merged["embedding_throughput"] == {"ratio": 0.9}
     assert "gpu_decoder_engine_vs_generate" in merged
-
-
-def test_frontends_is_detected_by_building_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.embedding import settings
-
-    assert sec_embedding.frontends_supported() == (
-        "frontends" in settings.EmbeddingSettings.model_fields
-    )
-
-    class WithFrontends(settings.EmbeddingSettings):
-        frontends: int = 1
-
-    monkeypatch.setattr(settings, "EmbeddingSettings", WithFrontends)
-    assert sec_embedding.frontends_supported()
-    assert "MODELFLEET_EMBEDDING_FRONTENDS" not in os.environ
 
 
 def test_what_a_device_call_carries_stays_under_64_mib() -> None:
