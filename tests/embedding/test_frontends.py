@@ -12,28 +12,18 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import pytest
 
 from tests.conftest import assert_openai_error
-from tests.support.procs import Proc, service, start_service
+from tests.support.procs import Proc, service, start_service, wait_until
 
 LONG = " ".join(f"word{i}" for i in range(300))  # truncated to the model's 256 tokens
 # One pass of long inputs on one thread: slow enough to time deadlines and queues against.
 SLOW = {"TORCH_THREADS": "1", "FORWARD_WORKERS": "1", "MAX_WAIT_MS": "5"}
-
-
-def until(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> float:
-    """Poll ``cond`` until true; seconds it took."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return time.monotonic() - t0
-        time.sleep(0.02)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def metric(proc: Proc, name: str, route: str | None = None) -> float:
@@ -137,9 +127,9 @@ def test_a_request_past_its_deadline_is_504_and_its_queued_work_dropped() -> Non
         elapsed = time.monotonic() - t0
         assert "deadline" in str(assert_openai_error(r, 504)["message"])
         assert elapsed < 0.5 + 2.0, elapsed
-        until(lambda: metric(proc, "modelfleet_queue_depth") == 0, "queue drained")
+        wait_until(lambda: metric(proc, "modelfleet_queue_depth") == 0, 30, what="queue drained")
         # The pass running at the deadline finishes; the passes still queued never run.
-        until(lambda: metric(proc, "modelfleet_requests_in_flight") == 0, "idle")
+        wait_until(lambda: metric(proc, "modelfleet_requests_in_flight") == 0, 30, what="idle")
         assert metric(proc, "modelfleet_batch_size_sum") - batches < 64
 
 
@@ -153,7 +143,9 @@ def test_a_full_queue_answers_429_with_retry_after() -> None:
                                                                                "timeout": 60}
         )  # fmt: skip
         worker.start()
-        until(lambda: metric(proc, "modelfleet_queue_depth") > 20, "the slow request queued")
+        wait_until(
+            lambda: metric(proc, "modelfleet_queue_depth") > 20, 30, what="the slow request queued"
+        )
         r = httpx.post(proc.url + "/v1/embeddings", json={"input": ["x"] * 20}, timeout=10)
         assert_openai_error(r, 429)
         assert int(r.headers["retry-after"]) >= 1
@@ -174,8 +166,8 @@ def test_a_killed_worker_fails_requests_fast_then_is_replaced() -> None:
 
         thread = threading.Thread(target=in_flight)
         thread.start()
-        until(lambda: metric(proc, "modelfleet_requests_in_flight", "/v1/embeddings") > 0,
-              "the slow request in flight")  # fmt: skip
+        wait_until(lambda: metric(proc, "modelfleet_requests_in_flight", "/v1/embeddings") > 0,
+                   30, what="the slow request in flight")  # fmt: skip
         (worker,) = started_pids(proc, "model-worker")
         killed = time.monotonic()
         os.kill(worker, signal.SIGKILL)
@@ -183,13 +175,19 @@ def test_a_killed_worker_fails_requests_fast_then_is_replaced() -> None:
         # The request the worker was running fails at once rather than waiting for its deadline.
         assert answers and answers[0][0] == 503, answers
         assert time.monotonic() - killed < 3.0
-        until(lambda: httpx.get(proc.url + "/ready", timeout=2).status_code == 503, "unready")
+        wait_until(
+            lambda: httpx.get(proc.url + "/ready", timeout=2).status_code == 503, 30, what="unready"
+        )
         t0 = time.monotonic()
         assert_openai_error(httpx.post(url, json={"input": "x"}, timeout=10), 503)
         assert time.monotonic() - t0 < 1.0
         # The supervisor has started a new worker; once loaded, the service serves again.
-        until(lambda: len(started_pids(proc, "model-worker")) == 2, "worker restarted", 10)
-        until(lambda: httpx.get(proc.url + "/ready", timeout=2).status_code == 200, "ready", 120)
+        wait_until(
+            lambda: len(started_pids(proc, "model-worker")) == 2, 10, what="worker restarted"
+        )
+        wait_until(
+            lambda: httpx.get(proc.url + "/ready", timeout=2).status_code == 200, 120, what="ready"
+        )
         again = httpx.post(url, json={"input": "after the restart"}, timeout=10).json()
         assert np.allclose(again["data"][0]["embedding"], expected["data"][0]["embedding"],
                            atol=1e-6)  # fmt: skip
@@ -201,7 +199,7 @@ def test_a_model_that_cannot_load_stops_the_service() -> None:
     proc = start_service("embedding", {"FRONTENDS": "2", "MODEL": "/nonexistent/model"},
                          wait_ready=False)  # fmt: skip
     try:
-        until(lambda: not proc.alive(), "the service exited", 60)
+        wait_until(lambda: not proc.alive(), 60, what="the service exited")
         assert proc.popen.returncode != 0
     finally:
         proc.stop()
