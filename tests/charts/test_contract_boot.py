@@ -1,6 +1,7 @@
 """The prod and dev fleets start from the environment the chart renders for them.
 
-For each of values-prod.yaml and values-dev.yaml: the rendered Redis container's own script and
+For each of values-prod.yaml, values-dev.yaml and values-prod.yaml with the embedding pool split
+into front-ends (`embedding.frontends: 2`): the rendered Redis container's own script and
 redis.conf start a real redis-server, then one model service (embedding) and the gateway start
 with their rendered environment (contract.processes: env, envFrom, valueFrom resolved against
 the rendered Secrets), and both must answer /ready; a request through the gateway must succeed
@@ -25,8 +26,10 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psutil
 import pytest
 import redis as redis_lib
 
@@ -89,9 +92,20 @@ def tmp() -> Iterator[Path]:
     subprocess.run(["rm", "-rf", str(path)], check=False)
 
 
-@pytest.mark.parametrize("values_file", ["values-prod.yaml", "values-dev.yaml"])
-def test_the_rendered_fleet_starts_and_is_ready(values_file: str, tmp: Path) -> None:
-    out = render(values_file)
+@pytest.mark.parametrize(
+    ("values_file", "overrides"),
+    [
+        ("values-prod.yaml", {}),
+        ("values-dev.yaml", {}),
+        # A GPU fleet's embedding pool split into front-ends and one model worker.
+        ("values-prod.yaml", {"embedding__frontends": 2}),
+    ],
+    ids=["prod", "dev", "prod-frontends"],
+)
+def test_the_rendered_fleet_starts_and_is_ready(
+    values_file: str, overrides: dict[str, Any], tmp: Path
+) -> None:
+    out = render(values_file, **overrides)
     procs = {p.name: p for p in processes(out)}
     started: list[Proc] = []
     try:
@@ -115,6 +129,12 @@ def test_the_rendered_fleet_starts_and_is_ready(values_file: str, tmp: Path) -> 
             env[p + "DEVICE"], env[p + "DTYPE"] = "cpu", "auto"
         service = _start_fleet_process(svc, env, tmp)
         started.append(service)
+        frontends = int(env.get(p + "FRONTENDS", "1"))
+        assert frontends == overrides.get("embedding__frontends", 1)
+        if frontends > 1:  # the rendered setting is the one that took effect: a process tree
+            children = [c.cmdline() for c in psutil.Process(service.popen.pid).children()]
+            spawned = [c for c in children if any("spawn_main" in a for a in c)]
+            assert len(spawned) == frontends + 1, children  # the model worker + the front-ends
 
         # The gateway.
         gw = procs["gateway"]
