@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,7 +14,6 @@ from typing import Any
 
 import optuna
 import pytest
-import sqlalchemy.exc
 
 from modelfleet_toolkit.config import TrainConfig
 from modelfleet_toolkit.tune import storage, tune
@@ -107,6 +108,21 @@ def _finished(url: str, name: str) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
+def _finished_read_only(db: Path) -> int:
+    """Finished trials, read with a read-only connection: an optuna storage opened while the
+    child still creates the schema would race it for alembic_version (and the child can lose)."""
+    if not db.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')"
+            ).fetchone()
+    except sqlite3.OperationalError:  # no trials table yet, or the writer holds the lock
+        return 0
+    return int(row[0])
+
+
 def test_a_killed_study_resumes(tmp_path: Path, tiny_train: TrainConfig) -> None:
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     cmd = [
@@ -145,15 +161,9 @@ def test_a_killed_study_resumes(tmp_path: Path, tiny_train: TrainConfig) -> None
     done = 0
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if (tmp_path / "optuna.db").exists():
-                try:
-                    done = _finished(url, "killed")
-                except (KeyError, sqlalchemy.exc.SQLAlchemyError):
-                    # The study is not created yet, or the child is creating the schema: a
-                    # storage opened meanwhile races it for alembic_version.
-                    done = 0
-                if done >= 1:
-                    break
+            done = _finished_read_only(tmp_path / "optuna.db")
+            if done >= 1:
+                break
             time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGKILL)
