@@ -2,11 +2,14 @@
 
 One background thread owns the model. Each iteration ("step") it
 
-1. drops sequences whose client went away and admits waiting ones into free batch slots;
+1. drops sequences whose client went away and admits waiting ones into free batch slots,
+   each reserving the KV-cache blocks its prompt and ``max_tokens`` may need
+   (:mod:`modelfleet.decoding.kvcache`; no room: it waits);
 2. packs one token for every decoding sequence and the next fixed-size chunk of every
-   prefilling prompt (within a token budget) into a single row, runs one forward pass with
-   ragged attention (:mod:`modelfleet.decoding.attention`) and computes logits only for the
-   rows that end a sequence's input;
+   prefilling prompt (within a token budget) into a single row
+   (:mod:`modelfleet.decoding.schedule`), runs one forward pass with ragged attention over the
+   paged cache (:mod:`modelfleet.decoding.attention`) and computes logits only for the rows
+   that end a sequence's input;
 3. applies penalties, biases and grammar masks to the rows that ask for them (batched, in
    :mod:`modelfleet.decoding.sampling`), samples each sequence's next token, turns it into
    text, checks EOS / grammar end / stop strings / ``max_tokens``, and hands the step's text
@@ -14,10 +17,11 @@ One background thread owns the model. Each iteration ("step") it
    prefill once and fork the prompt's cache when its first token is sampled.
 
 Sequences therefore join and leave the batch at token boundaries. A sequence's result does not
-depend on its batch: attention is per sequence, prefill chunk boundaries depend only on the
-sequence itself, sampling uses the sequence's own generator, and every step is padded to at
-least ``min_rows`` rows - the row count above which the CPU GEMM kernels compute each row the
-same way whatever the row count (measured on MKL: 12 and up; fewer rows take other kernels and
+depend on its batch: a decode row's keys are padded to a length set by its own length only,
+prefill attention is per sequence, prefill chunk boundaries depend only on the sequence itself,
+sampling uses the sequence's own generator, and every step is padded to at least ``min_rows``
+rows - the row count above which the CPU GEMM kernels compute each row the same way whatever
+the row count (measured on MKL: 12 and up; fewer rows take other kernels and
 round differently). On a CPU this also needs MKL's strict reproducibility mode
 (:func:`modelfleet.devices.reproducible_cpu_math`), which keeps MKL from splitting the inner
 dimension across threads for some row counts.
@@ -36,12 +40,21 @@ from collections.abc import Sequence
 
 import torch
 
-from modelfleet.decoding.attention import Segment, SequenceCache, install
-from modelfleet.decoding.handles import Chunk, Generation, deliver_all
+from modelfleet.decoding.attention import Segment, StepPlan, install
+from modelfleet.decoding.handles import Chunk, Generation
+from modelfleet.decoding.kvcache import BlockPool, BlockTable, auto_blocks
 from modelfleet.decoding.loader import LoadedModel
 from modelfleet.decoding.metrics import EngineObserver
 from modelfleet.decoding.sampling import Sampler, SamplingParams
-from modelfleet.decoding.sequence import SequenceState, draw_tokens, heir_of, take_logprobs
+from modelfleet.decoding.schedule import fork_choices, pack_step
+from modelfleet.decoding.sequence import (
+    SequenceState,
+    draw_tokens,
+    flush_events,
+    heir_of,
+    release,
+    take_logprobs,
+)
 from modelfleet.decoding.text import IncrementalDetokenizer, StopMatcher
 from modelfleet.devices import cpu_math_is_reproducible
 from modelfleet.errors import (
@@ -54,8 +67,6 @@ from modelfleet.errors import (
 )
 
 log = logging.getLogger("modelfleet.decoding.engine")
-
-_CACHE_HEADROOM = 256  # decode tokens reserved up front; the cache doubles past that
 
 
 class Engine:
@@ -72,6 +83,9 @@ class Engine:
         batch_invariant: bool = True,
         queue_timeout_s: float = 120.0,
         observer: EngineObserver | None = None,
+        kv_cache_blocks: int = 0,
+        kv_block_size: int = 16,
+        kv_cache_memory_fraction: float = 0.8,
     ) -> None:
         self.lm = lm
         self.max_batch_size = max_batch_size
@@ -89,12 +103,24 @@ class Engine:
         self.context_window = lm.context_window
         cfg = lm.model.config
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-        self._layers = int(text_cfg.num_hidden_layers)
+        layers = int(text_cfg.num_hidden_layers)
         heads = int(text_cfg.num_attention_heads)
-        self._kv_heads = int(getattr(text_cfg, "num_key_value_heads", None) or heads)
-        self._head_dim = int(getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // heads)
-        self._cache_dtype = next(
+        kv_heads = int(getattr(text_cfg, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // heads)
+        dtype = next(
             (p.dtype for p in lm.model.parameters() if p.is_floating_point()), torch.float32
+        )
+        block_bytes = 2 * layers * kv_heads * kv_block_size * head_dim * dtype.itemsize
+        blocks = kv_cache_blocks or auto_blocks(
+            block_bytes=block_bytes,
+            device=lm.device,
+            sequences=max_batch_size,
+            window=self.context_window,
+            block_size=kv_block_size,
+            fraction=kv_cache_memory_fraction,
+        )
+        self.pool = BlockPool(
+            layers, kv_heads, head_dim, blocks, kv_block_size, dtype=dtype, device=lm.device
         )
         install(lm.model)
         self._lock = threading.Condition()
@@ -135,6 +161,14 @@ class Engine:
             if p.max_tokens < 1:
                 raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
             self.check_lengths(len(prompt), p.max_tokens)
+        need = sum(self.pool.blocks_for(len(prompt) + p.max_tokens) for p in params)
+        if need > self.pool.total:
+            raise InvalidRequest(
+                f"the request needs {need} KV-cache blocks ({self.pool.block_size} tokens each "
+                f"for the prompt plus max_tokens, per choice) and this server's cache holds "
+                f"{self.pool.total} (KV_CACHE_BLOCKS); lower max_tokens or n",
+                param="max_tokens",
+            )
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         seqs: list[SequenceState] = []
@@ -241,11 +275,14 @@ class Engine:
                         kept.append(heir)
                 self._waiting = kept
             # A request with n choices takes n slots (its forks join when its prefill ends);
-            # one wider than the whole batch still runs, alone, rather than wait forever.
+            # one wider than the whole batch still runs, alone, rather than wait forever. It
+            # also reserves the KV-cache blocks all its choices may need, or waits (FIFO).
             while self._waiting and (
                 not self._running
                 or len(self._running) + 1 + len(self._waiting[0].forks) <= self.max_batch_size
             ):
+                if not self._reserve(self._waiting[0]):
+                    break
                 seq = self._waiting.popleft()
                 self._running.append(seq)
                 seq.admitted_at = now
@@ -253,44 +290,27 @@ class Engine:
                     self.observer.admitted(seq.route, len(seq.prompt))
             return len(self._waiting)
 
+    def _reserve(self, seq: SequenceState) -> bool:
+        choices = [seq, *seq.forks]
+        needs = [self.pool.blocks_for(len(s.prompt) + s.params.max_tokens) for s in choices]
+        if not self.pool.try_reserve(sum(needs)):
+            return False
+        for s, need in zip(choices, needs, strict=True):
+            s.table = BlockTable(self.pool, need)
+        return True
+
     def _step(self) -> None:
         now = time.perf_counter()
         waiting = self._admit(now)
         if not self._running:
             if self.observer is not None:
                 self.observer.step(0, 0, waiting)
+                self.observer.kv_blocks(self.pool.used, self.pool.free)
             return
-        ids: list[int] = []
-        positions: list[int] = []
-        segments: list[Segment] = []
-        samplers: list[tuple[SequenceState, int]] = []  # sequence, row of its last input token
-        budget = self.max_step_tokens
-        for seq in self._running:
-            if not seq.prefilling:
-                self._schedule(seq, [seq.next_token], ids, positions, segments)
-                samplers.append((seq, len(ids) - 1))
-                budget -= 1
-        for seq in self._running:
-            if seq.prefilling:
-                n = min(self.prefill_chunk, len(seq.prompt) - seq.pos)
-                if n > budget and ids:
-                    break  # FIFO: later prompts wait for the next step
-                self._schedule(seq, seq.prompt[seq.pos : seq.pos + n], ids, positions, segments)
-                budget -= n
-                if not seq.prefilling:
-                    samplers.append((seq, len(ids) - 1))
-        logits = self._forward(ids, positions, segments, [row for _, row in samplers])
-        entries: list[tuple[SequenceState, int]] = []  # sequence, its row of logits
-        for i, (seq, _) in enumerate(samplers):
-            entries.append((seq, i))
-            if seq.forks:
-                assert seq.cache is not None
-                for child in seq.forks:
-                    child.cache, child.pos = seq.cache.clone(), seq.pos
-                    child.admitted_at = seq.admitted_at
-                    entries.append((child, i))
-                    self._running.append(child)
-                seq.forks = []
+        step = pack_step(self._running, self.max_step_tokens, self.prefill_chunk)
+        rows = [row for _, row in step.samplers]
+        logits = self._forward(step.ids, step.positions, step.segments, rows)
+        entries = fork_choices(step.samplers, self._running)
         self._sample(logits, entries, time.perf_counter())
         t = time.perf_counter()
         batch = self._running
@@ -298,32 +318,10 @@ class Engine:
         for s in batch:
             if s.done:
                 self._seq_seconds = 0.9 * self._seq_seconds + 0.1 * (t - s.arrival)
-        self._flush_events(batch)
+        flush_events(batch)
         if self.observer is not None:
-            self.observer.step(len(segments), len(self._running), waiting)
-
-    def _schedule(
-        self,
-        seq: SequenceState,
-        tokens: list[int],
-        ids: list[int],
-        positions: list[int],
-        segments: list[Segment],
-    ) -> None:
-        if seq.cache is None:
-            seq.cache = SequenceCache(
-                self._layers,
-                self._kv_heads,
-                self._head_dim,
-                len(seq.prompt) + min(seq.params.max_tokens, _CACHE_HEADROOM),
-                dtype=self._cache_dtype,
-                device=self.lm.device,
-            )
-        seq.cache.reserve(seq.pos + len(tokens))
-        segments.append(Segment(seq.cache, len(ids), len(tokens), seq.pos))
-        ids.extend(tokens)
-        positions.extend(range(seq.pos, seq.pos + len(tokens)))
-        seq.pos += len(tokens)
+            self.observer.step(len(step.segments), len(self._running), waiting)
+            self.observer.kv_blocks(self.pool.used, self.pool.free)
 
     def _forward(
         self, ids: list[int], positions: list[int], segments: list[Segment], rows: list[int]
@@ -336,10 +334,12 @@ class Engine:
             position_ids=torch.tensor([positions + [0] * pad], device=device),
             logits_to_keep=torch.tensor(keep, device=device),
             use_cache=False,
-            mf_segments=segments,
+            mf_plan=StepPlan(self.pool, segments, device),
         )
+        # Logits stay on the device: plain greedy rows take their argmax there and only token
+        # ids cross to the host (rows that need more move alone, in draw_tokens).
         logits: torch.Tensor = out.logits[0, : len(rows)].float()
-        return logits.cpu() if device != "cpu" else logits
+        return logits
 
     def _sample(
         self, logits: torch.Tensor, entries: list[tuple[SequenceState, int]], now: float
@@ -377,24 +377,13 @@ class Engine:
 
     def _finish(self, seq: SequenceState, reason: str, text: str) -> None:
         seq.done = True
-        seq.cache = None
+        release(seq)
         seq.events.append(Chunk(text, seq.generated, reason, take_logprobs(seq)))
 
     def _fail(self, seq: SequenceState, err: BaseException) -> None:
         """End ``seq`` and the choices forked from it (if not yet forked) with ``err``."""
         for s in [seq, *seq.forks]:
-            s.done, s.cache, gen = True, None, s.generation
+            s.done, gen = True, s.generation
+            release(s)
             with contextlib.suppress(RuntimeError):  # loop already closed
                 gen._loop.call_soon_threadsafe(gen._deliver, err)
-
-    def _flush_events(self, batch: list[SequenceState]) -> None:
-        """Hand this step's chunks to their event loops, one thread-safe call per loop."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Generation, Chunk]]] = {}
-        for seq in batch:
-            if seq.events:
-                gen = seq.generation
-                by_loop.setdefault(gen._loop, []).extend((gen, ev) for ev in seq.events)
-                seq.events = []
-        for loop, items in by_loop.items():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(deliver_all, items)

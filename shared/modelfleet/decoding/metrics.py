@@ -18,6 +18,8 @@ class EngineObserver(Protocol):
 
     def step(self, batch_size: int, running: int, waiting: int) -> None: ...
 
+    def kv_blocks(self, used: int, free: int) -> None: ...
+
 
 class DecoderMetrics:
     """Prompt and completion tokens, TTFT, inter-token latency, sequences, batch size."""
@@ -43,6 +45,9 @@ class DecoderMetrics:
         self.waiting = m.gauge("sequences_waiting", "Sequences queued for a batch slot.", [])
         self.running.labels(m.service).set(0)
         self.waiting.labels(m.service).set(0)
+        blocks = m.gauge("kv_cache_blocks", "KV-cache blocks of the engine's pool.", ["state"])
+        self.blocks_used = blocks.labels(m.service, "used")
+        self.blocks_free = blocks.labels(m.service, "free")
 
     def admitted(self, route: str, prompt_tokens: int) -> None:
         self.prompt_tokens.labels(self.service, route).inc(prompt_tokens)
@@ -62,3 +67,7 @@ class DecoderMetrics:
         self.running.labels(self.service).set(running)
         self.waiting.labels(self.service).set(waiting)
         self._metrics.queue_depth.labels(self.service).set(waiting)
+
+    def kv_blocks(self, used: int, free: int) -> None:
+        self.blocks_used.set(used)
+        self.blocks_free.set(free)

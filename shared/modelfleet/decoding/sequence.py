@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,8 +11,8 @@ from typing import Any
 import torch
 
 from modelfleet import tracing
-from modelfleet.decoding.attention import SequenceCache
-from modelfleet.decoding.handles import Chunk, Generation
+from modelfleet.decoding.handles import Chunk, Generation, deliver_all
+from modelfleet.decoding.kvcache import BlockTable
 from modelfleet.decoding.sampling import (
     Sampler,
     SamplingParams,
@@ -34,7 +36,7 @@ class SequenceState:
     stops: StopMatcher
     arrival: float
     deadline: float
-    cache: SequenceCache | None = None
+    table: BlockTable | None = None  # its KV-cache blocks, from admission on
     pos: int = 0  # tokens whose keys/values are cached
     next_token: int = -1  # sampled, not yet fed back
     generated: int = 0
@@ -56,6 +58,13 @@ class SequenceState:
         return self.pos < len(self.prompt)
 
 
+def release(seq: SequenceState) -> None:
+    """Give back the sequence's KV-cache blocks and its reservation (idempotent)."""
+    if seq.table is not None:
+        seq.table.release()
+        seq.table = None
+
+
 def heir_of(seq: SequenceState) -> SequenceState | None:
     """Retire a cancelled sequence; a choice still wanted takes over its prefill."""
     seq.done = True
@@ -63,12 +72,16 @@ def heir_of(seq: SequenceState) -> SequenceState | None:
     for f in seq.forks:
         if f.cancelled:
             f.done = True
+            release(f)
     if not live:
-        seq.cache = None
+        release(seq)
         return None
     heir = live[0]
-    heir.cache, heir.pos, heir.forks = seq.cache, seq.pos, live[1:]
-    seq.cache, seq.forks = None, []
+    heir.pos, heir.forks = seq.pos, live[1:]
+    if seq.table is not None and heir.table is not None:
+        heir.table.take_over(seq.table)
+    release(seq)
+    seq.forks = []
     return heir
 
 
@@ -91,7 +104,7 @@ def draw_tokens(logits: torch.Tensor, seqs: list[SequenceState], eos: Collection
     special = [j for j, s in enumerate(seqs) if not s.sampler.plain]
     if not special:
         return tokens
-    rows = logits if len(special) == len(seqs) else logits[special]
+    rows = (logits if len(special) == len(seqs) else logits[special]).cpu()
     processed = process_batch(rows, [seqs[j].sampler for j in special])
     for i, j in enumerate(special):
         tokens[j] = seqs[j].sampler.draw(processed[i])
@@ -105,3 +118,16 @@ def draw_tokens(logits: torch.Tensor, seqs: list[SequenceState], eos: Collection
     for j in special:
         seqs[j].sampler.accept(tokens[j])
     return tokens
+
+
+def flush_events(batch: list[SequenceState]) -> None:
+    """Hand this step's chunks to their event loops, one thread-safe call per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Generation, Chunk]]] = {}
+    for seq in batch:
+        if seq.events:
+            gen = seq.generation
+            by_loop.setdefault(gen._loop, []).extend((gen, ev) for ev in seq.events)
+            seq.events = []
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(deliver_all, items)

@@ -95,6 +95,9 @@ class DecoderService(ModelService):
             prefill_chunk=s.prefill_chunk,
             batch_invariant=s.batch_invariant,
             queue_timeout_s=s.request_timeout_s,
+            kv_cache_blocks=s.kv_cache_blocks,
+            kv_block_size=s.kv_block_size,
+            kv_cache_memory_fraction=s.kv_cache_memory_fraction,
         )
         engine.start()
         self.vocab_size = int(lm.model.get_output_embeddings().weight.shape[0])

@@ -28,6 +28,19 @@ class DecoderSettings(ModelServiceSettings):
         default=256, ge=1, description="compiled JSON-schema / tool grammars kept"
     )
     context_window: int = Field(default=0, ge=0, description="0 = the model's own")
+    # The paged KV cache (modelfleet.decoding.kvcache): one pool, preallocated at start-up.
+    kv_cache_blocks: int = Field(
+        default=0,
+        ge=0,
+        description="KV-cache blocks in the pool; 0 = auto: on CUDA KV_CACHE_MEMORY_FRACTION of "
+        "the memory free after loading, on a CPU MAX_BATCH_SIZE full context windows (at most "
+        "a quarter of RAM). A request reserves blocks for prompt + max_tokens per choice and "
+        "waits for them; one that can never fit is a 400",
+    )
+    kv_block_size: int = Field(default=16, ge=1, le=1024, description="tokens per KV block")
+    kv_cache_memory_fraction: float = Field(
+        default=0.8, gt=0.0, le=1.0, description="CUDA, KV_CACHE_BLOCKS=0: share of free memory"
+    )
     batch_invariant: bool = Field(
         default=True,
         description="pad each step to a row count whose GEMM kernels are batch-invariant, so "
