@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ from modelfleet.decoding.sampling import SamplingParams
 from modelfleet.decoding.settings import DecoderSettings
 from modelfleet.errors import ContextLengthExceeded, Overloaded
 from modelfleet.resolve import PACKAGED_LLM, packaged_llm_gguf, resolve
+from tests.support.procs import await_until
 
 GREEDY = SamplingParams(max_tokens=6, temperature=0.0)
 
@@ -152,6 +154,33 @@ def test_stop_string_and_finish_reasons(engine: Engine, lm: LoadedModel) -> None
     assert " 8" in free.text
     assert stopped.finish_reason == "stop"
     assert stopped.text == free.text[: free.text.index(" 8")]
+
+
+def test_text_is_made_on_the_callers_loop_and_a_stop_there_frees_the_slot(
+    engine: Engine, lm: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Detokenisation and stop strings run off the engine's step loop; a stop string found
+    on the caller's side still ends the sequence in the engine (slot and blocks freed)."""
+    threads: set[str] = set()
+    decode = lm.tokenizer.decode
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(lm.tokenizer, "decode", recording)
+    prompt = list(lm.tokenizer.encode("1, 2, 3, 4, 5,"))
+
+    async def main() -> Any:
+        gen = engine.submit(prompt, SamplingParams(max_tokens=200, temperature=0.0, stop=(" 8",)))
+        out = await gen.collect()
+        await await_until(lambda: engine.running == 0, timeout=30)
+        return out
+
+    out = asyncio.run(main())
+    assert out.finish_reason == "stop" and out.completion_tokens < 10
+    assert threads == {threading.current_thread().name}, threads
+    assert engine.pool.used == 0 and engine.pool.reserved == 0
 
 
 def test_n_choices_share_one_prefill_and_outlive_a_cancelled_first(

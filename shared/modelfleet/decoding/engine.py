@@ -11,10 +11,11 @@ One background thread owns the model. Each iteration ("step") it
    paged cache (:mod:`modelfleet.decoding.attention`) and computes logits only for the rows
    that end a sequence's input;
 3. applies penalties, biases and grammar masks to the rows that ask for them (batched, in
-   :mod:`modelfleet.decoding.sampling`), samples each sequence's next token, turns it into
-   text, checks EOS / grammar end / stop strings / ``max_tokens``, and hands the step's text
-   (and logprobs) to the asyncio side in one thread-safe call. A request's ``n`` choices
-   prefill once and fork the prompt's cache when its first token is sampled.
+   :mod:`modelfleet.decoding.sampling`), samples each sequence's next token, checks EOS /
+   grammar end / ``max_tokens``, and hands the step's token ids (and logprobs) to the asyncio
+   side in one thread-safe call; text and stop strings are made there
+   (:mod:`modelfleet.decoding.handles`), off this loop. A request's ``n`` choices prefill
+   once and fork the prompt's cache when its first token is sampled.
 
 Sequences therefore join and leave the batch at token boundaries. A sequence's result does not
 depend on its batch: a decode row's keys are padded to a length set by its own length only,
@@ -41,8 +42,8 @@ from collections.abc import Sequence
 import torch
 
 from modelfleet.decoding.attention import Segment, StepPlan, install
-from modelfleet.decoding.handles import Chunk, Generation
-from modelfleet.decoding.kvcache import BlockPool, BlockTable, auto_blocks
+from modelfleet.decoding.handles import Generation, Tokens
+from modelfleet.decoding.kvcache import BlockPool, BlockTable, KVSpec
 from modelfleet.decoding.loader import LoadedModel
 from modelfleet.decoding.metrics import EngineObserver
 from modelfleet.decoding.sampling import Sampler, SamplingParams
@@ -55,7 +56,6 @@ from modelfleet.decoding.sequence import (
     release,
     take_logprobs,
 )
-from modelfleet.decoding.text import IncrementalDetokenizer, StopMatcher
 from modelfleet.devices import cpu_math_is_reproducible
 from modelfleet.errors import (
     ContextLengthExceeded,
@@ -101,27 +101,10 @@ class Engine:
         self.queue_timeout_s = queue_timeout_s
         self.observer = observer
         self.context_window = lm.context_window
-        cfg = lm.model.config
-        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-        layers = int(text_cfg.num_hidden_layers)
-        heads = int(text_cfg.num_attention_heads)
-        kv_heads = int(getattr(text_cfg, "num_key_value_heads", None) or heads)
-        head_dim = int(getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // heads)
-        dtype = next(
-            (p.dtype for p in lm.model.parameters() if p.is_floating_point()), torch.float32
+        self.kv_spec = KVSpec.for_model(
+            lm, kv_cache_blocks, kv_block_size, max_batch_size, kv_cache_memory_fraction
         )
-        block_bytes = 2 * layers * kv_heads * kv_block_size * head_dim * dtype.itemsize
-        blocks = kv_cache_blocks or auto_blocks(
-            block_bytes=block_bytes,
-            device=lm.device,
-            sequences=max_batch_size,
-            window=self.context_window,
-            block_size=kv_block_size,
-            fraction=kv_cache_memory_fraction,
-        )
-        self.pool = BlockPool(
-            layers, kv_heads, head_dim, blocks, kv_block_size, dtype=dtype, device=lm.device
-        )
+        self.pool: BlockPool  # allocated by the engine thread (see _run)
         install(lm.model)
         self._lock = threading.Condition()
         self._waiting: collections.deque[SequenceState] = collections.deque()
@@ -161,27 +144,26 @@ class Engine:
             if p.max_tokens < 1:
                 raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
             self.check_lengths(len(prompt), p.max_tokens)
-        need = sum(self.pool.blocks_for(len(prompt) + p.max_tokens) for p in params)
-        if need > self.pool.total:
+        spec = self.kv_spec
+        need = sum(-(-(len(prompt) + p.max_tokens) // spec.block_size) for p in params)
+        if need > spec.blocks:
             raise InvalidRequest(
-                f"the request needs {need} KV-cache blocks ({self.pool.block_size} tokens each "
+                f"the request needs {need} KV-cache blocks ({spec.block_size} tokens each "
                 f"for the prompt plus max_tokens, per choice) and this server's cache holds "
-                f"{self.pool.total} (KV_CACHE_BLOCKS); lower max_tokens or n",
+                f"{spec.blocks} (KV_CACHE_BLOCKS); lower max_tokens or n",
                 param="max_tokens",
             )
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         seqs: list[SequenceState] = []
         for p in params:
-            gen = Generation(self, len(prompt), loop)
+            gen = Generation(self, list(prompt), loop, self.lm.tokenizer, p.stop)
             seq = SequenceState(
                 prompt=list(prompt),
                 params=p,
                 route=route,
                 generation=gen,
                 sampler=Sampler(p),  # logits come back to the CPU for sampling
-                detok=IncrementalDetokenizer(self.lm.tokenizer, prompt),
-                stops=StopMatcher(p.stop),
                 arrival=now,
                 deadline=now + self.queue_timeout_s,
             )
@@ -218,10 +200,19 @@ class Engine:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
+        """Start the engine thread; returns once it has allocated the KV cache (or raises)."""
         if self._thread is None:
             self._stopping = False
-            self._thread = threading.Thread(target=self._run, name="decoder", daemon=True)
+            ready: list[BaseException | None] = []
+            started = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(ready, started), name="decoder", daemon=True
+            )
             self._thread.start()
+            started.wait()
+            if ready[0] is not None:
+                self._thread = None
+                raise ready[0]
 
     def stop(self, timeout: float = 10.0) -> None:
         with self._lock:
@@ -237,7 +228,19 @@ class Engine:
         self._waiting.clear()
 
     # -- engine thread --------------------------------------------------------------------
-    def _run(self) -> None:
+    def _run(self, ready: list[BaseException | None], started: threading.Event) -> None:
+        # Every tensor op of the engine runs on this thread, the pool's first writes included:
+        # an OpenMP parallel region on any other thread gives that thread its own team, and
+        # with more OpenMP threads than cores libgomp stops spinning at barriers and sleeps in
+        # futex instead (~80,000 context switches per 16 x 64 wave on 2 cores, 0.7x the speed).
+        try:
+            self.pool = self.kv_spec.allocate()
+        except BaseException as exc:  # handed to start()'s caller
+            ready.append(exc)
+            started.set()
+            return
+        ready.append(None)
+        started.set()
         with torch.inference_mode():
             while True:
                 with self._lock:
@@ -364,21 +367,16 @@ class Engine:
         if (token in self.lm.eos_token_ids and not seq.params.ignore_eos) or (
             matcher is not None and matcher.is_terminated()
         ):
-            self._finish(seq, "stop", seq.stops.flush())
-            return
-        text, hit = seq.stops.feed(seq.detok.push(token))
-        if hit:
-            self._finish(seq, "stop", text)
+            self._finish(seq, "stop", None)
         elif seq.generated >= seq.params.max_tokens:
-            tail, _ = seq.stops.feed(seq.detok.flush())
-            self._finish(seq, "length", text + tail + seq.stops.flush())
-        elif text:
-            seq.events.append(Chunk(text, seq.generated, None, take_logprobs(seq)))
+            self._finish(seq, "length", token)
+        else:  # text and stop strings: on the caller's event loop (handles.Generation)
+            seq.events.append(Tokens(token, seq.generated, None, take_logprobs(seq)))
 
-    def _finish(self, seq: SequenceState, reason: str, text: str) -> None:
+    def _finish(self, seq: SequenceState, reason: str, token: int | None) -> None:
         seq.done = True
         release(seq)
-        seq.events.append(Chunk(text, seq.generated, reason, take_logprobs(seq)))
+        seq.events.append(Tokens(token, seq.generated, reason, take_logprobs(seq)))
 
     def _fail(self, seq: SequenceState, err: BaseException) -> None:
         """End ``seq`` and the choices forked from it (if not yet forked) with ``err``."""

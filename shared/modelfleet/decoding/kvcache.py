@@ -17,6 +17,8 @@ block is copied.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -128,17 +130,50 @@ class BlockTable:
         self.blocks, self.reserved = [], 0
 
 
-def auto_blocks(
-    *, block_bytes: int, device: str, sequences: int, window: int, block_size: int, fraction: float
-) -> int:
-    """``KV_CACHE_BLOCKS=0``: on CUDA, ``fraction`` of the memory still free after loading; on
-    a CPU, room for ``sequences`` full context windows, at most a quarter of physical memory
-    (the pool's pages cost nothing until a block is first used)."""
-    if device.startswith("cuda"):
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        return max(1, int(free * fraction) // block_bytes)
-    wanted = sequences * -(-window // block_size)
-    import os
+@dataclass(frozen=True, slots=True)
+class KVSpec:
+    """The pool an engine will allocate: its shape, block count and dtype.
 
-    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return max(1, min(wanted, physical // 4 // block_bytes))
+    Sized when the engine is built (so requests that can never fit are refused at once), and
+    allocated by :meth:`allocate` on the engine thread (see ``Engine._run``).
+    """
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    blocks: int
+    block_size: int
+    dtype: Any
+    device: str
+
+    @classmethod
+    def for_model(
+        cls, lm: Any, blocks: int, block_size: int, sequences: int, fraction: float
+    ) -> KVSpec:
+        """``blocks`` = 0 (``KV_CACHE_BLOCKS=0``) sizes the pool automatically: on CUDA,
+        ``fraction`` of the memory still free after loading; on a CPU, room for ``sequences``
+        full context windows, at most a quarter of physical memory (the pool's pages cost
+        nothing until a block is first used)."""
+        cfg = lm.model.config
+        text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        heads = int(text.num_attention_heads)
+        kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
+        dtype = next((p.dtype for p in lm.model.parameters() if p.is_floating_point()), None)
+        dtype = dtype or torch.float32
+        layers = int(text.num_hidden_layers)
+        block_bytes = 2 * layers * kv_heads * block_size * head_dim * dtype.itemsize
+        if not blocks and str(lm.device).startswith("cuda"):
+            free, _ = torch.cuda.mem_get_info(torch.device(lm.device))
+            blocks = max(1, int(free * fraction) // block_bytes)
+        elif not blocks:
+            physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            wanted = sequences * -(-lm.context_window // block_size)
+            blocks = max(1, min(wanted, physical // 4 // block_bytes))
+        return cls(layers, kv_heads, head_dim, blocks, block_size, dtype, str(lm.device))
+
+    def allocate(self) -> BlockPool:
+        return BlockPool(
+            self.layers, self.kv_heads, self.head_dim, self.blocks, self.block_size,
+            dtype=self.dtype, device=self.device,
+        )  # fmt: skip

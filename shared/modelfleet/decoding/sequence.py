@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from modelfleet import tracing
-from modelfleet.decoding.handles import Chunk, Generation, deliver_all
+from modelfleet.decoding.handles import Generation, Tokens, deliver_all
 from modelfleet.decoding.kvcache import BlockTable
 from modelfleet.decoding.sampling import (
     Sampler,
@@ -20,7 +20,6 @@ from modelfleet.decoding.sampling import (
     logprobs_batch,
     process_batch,
 )
-from modelfleet.decoding.text import IncrementalDetokenizer, StopMatcher
 
 
 @dataclass(eq=False, slots=True)
@@ -32,8 +31,6 @@ class SequenceState:
     route: str
     generation: Generation
     sampler: Sampler
-    detok: IncrementalDetokenizer
-    stops: StopMatcher
     arrival: float
     deadline: float
     table: BlockTable | None = None  # its KV-cache blocks, from admission on
@@ -43,7 +40,7 @@ class SequenceState:
     last_token_at: float = 0.0
     cancelled: bool = False
     done: bool = False
-    events: list[Chunk] = field(default_factory=list)
+    events: list[Tokens] = field(default_factory=list)
     pending_logprobs: list[TokenLogprob] = field(default_factory=list)
     # n > 1: the other choices of this request, forked from this one when its prefill ends.
     forks: list[SequenceState] = field(default_factory=list)
@@ -86,7 +83,7 @@ def heir_of(seq: SequenceState) -> SequenceState | None:
 
 
 def take_logprobs(seq: SequenceState) -> tuple[TokenLogprob, ...]:
-    """The logprobs gathered since the last chunk, for the next one."""
+    """The logprobs gathered since the last hand-over, for the next one."""
     if not seq.pending_logprobs:
         return ()
     taken = tuple(seq.pending_logprobs)
@@ -121,8 +118,8 @@ def draw_tokens(logits: torch.Tensor, seqs: list[SequenceState], eos: Collection
 
 
 def flush_events(batch: list[SequenceState]) -> None:
-    """Hand this step's chunks to their event loops, one thread-safe call per loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Generation, Chunk]]] = {}
+    """Hand this step's tokens to their event loops, one thread-safe call per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Generation, Tokens]]] = {}
     for seq in batch:
         if seq.events:
             gen = seq.generation
