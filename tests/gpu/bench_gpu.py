@@ -13,7 +13,7 @@ the wheels' install and the interpreter's start the device call ends before 8 mi
 - ``embedding_correctness``, ``embedding_throughput`` (FRONTENDS=1) and
   ``embedding_throughput_frontends4``: 64 single-sentence clients vs in-process
   ``encode`` at its best batch (>= 0.5);
-- ``classification``; ``engine_checks`` (tests/gpu/engine_checks.py, if present); ``vllm`` (if
+- ``classification``; ``engine_checks`` (tests/gpu/engine_checks.py); ``vllm`` (if
   importable).
 
 Services start early and load while the in-process sections run. ``gpu-results.json`` (raw)
@@ -136,7 +136,7 @@ def run(ctx: Ctx, names: list[str]) -> None:
         "embedding_throughput": lambda r: emb_load(r, ctx, "embedding", 1),
         "embedding_throughput_frontends4": lambda r: emb_load(r, ctx, "embedding_f4", 4),
         "classification": lambda r: sec_services.section_classification(r, ctx),
-        "engine_checks": lambda r: sec_extra.section_engine_checks(r, ctx, limit("engine_checks")),
+        "engine_checks": lambda r: sec_extra.section_engine_checks(r, ctx),
         "vllm": lambda r: sec_extra.section_vllm(r, ctx, limit("vllm")),
     }
     needs_llm = {"decoder_invariance", "decoder_throughput", "llm_service", "vllm"}
@@ -146,8 +146,6 @@ def run(ctx: Ctx, names: list[str]) -> None:
     for name in names:
         if name in NEEDS_ASSETS and not ASSETS.is_dir():
             rep.skip(name, f"{ASSETS} missing: run `python -m tests.gpu.prepare_assets` first")
-        elif name == "engine_checks" and not sec_extra.engine_checks_available():
-            rep.skip(name, "tests/gpu/engine_checks.py is not in this tree")
         elif name == "vllm" and not sec_extra.vllm_available():
             rep.skip(name, "vllm is not importable here")
         elif name in needs_llm and "llm_dir" not in ctx.shared:

@@ -1,4 +1,4 @@
-"""Decoding-engine checks for check_gpu's decoder section, self-contained so it merges anywhere.
+"""Decoding-engine checks: bench_gpu's ``engine_checks`` section (see :func:`run`).
 
 ``engine_section(res, lm)`` runs the engine in-process on ``lm``'s device and records: logits
 staying on the device, bitwise batch invariance of greedy logits (alone / with 15 others /
@@ -51,12 +51,12 @@ def engine_section(res: dict[str, Any], lm: Any) -> None:
     target = prompts[0]
     greedy = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
     eng = Engine(lm, max_batch_size=16, max_queue=64, max_step_tokens=512, prefill_chunk=32)
-    res["kv_cache"] = {"blocks": eng.pool.total, "block_size": eng.pool.block_size,
-                       "bytes": eng.pool.keys.nbytes * 2}  # fmt: skip
     rows: dict[tuple[int, ...], list[Any]] = {}
     devices: set[str] = set()
     record_logits(eng, rows, devices)
-    eng.start()
+    eng.start()  # allocates the pool
+    res["kv_cache"] = {"blocks": eng.pool.total, "block_size": eng.pool.block_size,
+                       "bytes": eng.pool.keys.nbytes * 2}  # fmt: skip
 
     async def run(batch: list[list[int]], late: list[list[int]] | None = None) -> list[str]:
         gens = [eng.submit(p, greedy) for p in batch]
@@ -98,23 +98,29 @@ def engine_section(res: dict[str, Any], lm: Any) -> None:
         eng.stop()
 
 
-def main() -> None:
+def run(res: dict[str, Any], device: str, llm_dir: str | Path | None = None) -> None:
+    """bench_gpu's ``engine_checks`` section: the model in ``llm_dir`` (bench_gpu's prepared
+    checkpoint) or the packaged GGUF, on ``device``."""
     from modelfleet.decoding.loader import load_causal_lm
     from modelfleet.decoding.settings import DecoderSettings
     from modelfleet.resolve import PACKAGED_LLM, ModelSource, packaged_llm_gguf, resolve
 
+    if llm_dir:
+        source = ModelSource(str(llm_dir), Path(llm_dir).name, local=True)
+    else:
+        source = resolve("", packaged=packaged_llm_gguf, packaged_name=PACKAGED_LLM)
+    lm = load_causal_lm(source, cache_dir=DecoderSettings().cache_dir, device=device,
+                        context_window=2048)  # fmt: skip
+    engine_section(res, lm)
+
+
+def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--model", type=Path)
     args = ap.parse_args()
-    if args.model:
-        source = ModelSource(str(args.model), args.model.name, local=True)
-    else:
-        source = resolve("", packaged=packaged_llm_gguf, packaged_name=PACKAGED_LLM)
-    lm = load_causal_lm(source, cache_dir=DecoderSettings().cache_dir, device=args.device,
-                        context_window=2048)  # fmt: skip
     res: dict[str, Any] = {}
-    engine_section(res, lm)
+    run(res, args.device, args.model)
     print(json.dumps(res, indent=2))
 
 

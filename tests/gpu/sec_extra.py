@@ -1,13 +1,11 @@
-"""Optional sections: a vLLM row (where vllm is importable) and tests/gpu/engine_checks.py.
+"""The vLLM row (where vllm is importable) and the engine checks (tests/gpu/engine_checks.py).
 
 vLLM is not in the device image (KINDS.md's package list) and its wheels are far over the
 64 MiB a call may carry, so the row is skipped there today; it runs, in a subprocess so its
 worker processes and CUDA state die with it, wherever vllm is installed.
 
-``tests/gpu/engine_checks.py`` (another branch may add it) is run if present: its ``run`` is
-called with whichever of ``res``, ``device``, ``quick``, ``llm_dir``, ``out`` it names (a dict
-it returns joins the results); without a ``run`` it runs as a script, told the device and the
-checkpoint by ``GPU_CHECK_DEVICE`` / ``GPU_CHECK_LLM_DIR``, and fails the section by exit code.
+The engine checks run in-process on the run's device, on the prepared checkpoint when
+``build_llm`` made one and on the packaged model otherwise (so the CPU dry run needs no assets).
 
 Run as ``python -m tests.gpu.sec_extra vllm LLM_DIR NEW_TOKENS OUT_JSON`` (the subprocess).
 """
@@ -16,9 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import inspect
 import json
-import os
 import subprocess
 import sys
 import time
@@ -32,32 +28,10 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def engine_checks_available() -> bool:
-    return importlib.util.find_spec("tests.gpu.engine_checks") is not None
+def section_engine_checks(res: dict[str, Any], ctx: Ctx) -> None:
+    from tests.gpu import engine_checks
 
-
-def section_engine_checks(res: dict[str, Any], ctx: Ctx, limit_s: float) -> None:
-    """Its ``run(...)`` in-process if it has one, else ``python -m tests.gpu.engine_checks``."""
-    mod = importlib.import_module("tests.gpu.engine_checks")
-    run = getattr(mod, "run", None)
-    offered: dict[str, Any] = {"res": res, "device": ctx.device, "quick": ctx.quick,
-                               "llm_dir": ctx.shared.get("llm_dir"),
-                               "out": ctx.args.out}  # fmt: skip
-    if run is not None:
-        names = inspect.signature(run).parameters
-        out = run(**{k: v for k, v in offered.items() if k in names})
-        if isinstance(out, dict):
-            res.update(out)
-        return
-    # A standalone script: told the device and checkpoint by environment, judged by exit code.
-    env = {**os.environ, "GPU_CHECK_DEVICE": ctx.device,
-           "GPU_CHECK_LLM_DIR": str(ctx.shared.get("llm_dir") or "")}  # fmt: skip
-    r = subprocess.run([sys.executable, "-m", "tests.gpu.engine_checks"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=max(5.0, limit_s - 5))  # fmt: skip
-    res["returncode"] = r.returncode
-    res["output_tail"] = (r.stdout + r.stderr)[-3000:]
-    if r.returncode != 0:
-        raise RuntimeError(f"tests/gpu/engine_checks.py exited with {r.returncode}")
+    engine_checks.run(res, ctx.device, ctx.shared.get("llm_dir"))
 
 
 def section_vllm(res: dict[str, Any], ctx: Ctx, limit_s: float) -> None:
