@@ -28,7 +28,7 @@ COMMON_METRICS = frozenset({
 DECODER_METRICS = frozenset({
     "modelfleet_prompt_tokens_total", "modelfleet_completion_tokens_total",
     "modelfleet_time_to_first_token_seconds", "modelfleet_inter_token_latency_seconds",
-    "modelfleet_sequences_running", "modelfleet_sequences_waiting",
+    "modelfleet_sequences_running", "modelfleet_sequences_waiting", "modelfleet_kv_cache_blocks",
 })  # fmt: skip
 GPU_METRICS = frozenset({
     "modelfleet_gpu_utilization_ratio", "modelfleet_gpu_memory_used_bytes",

@@ -241,6 +241,8 @@ class Engine:
             return
         ready.append(None)
         started.set()
+        if self.observer is not None:
+            self.observer.kv_blocks(self.pool.used, self.pool.free)
         with torch.inference_mode():
             while True:
                 with self._lock:
