@@ -163,7 +163,7 @@ class Engine:
                 params=p,
                 route=route,
                 generation=gen,
-                sampler=Sampler(p),  # logits come back to the CPU for sampling
+                sampler=Sampler(p, self.lm.device),  # draws where the logits are
                 arrival=now,
                 deadline=now + self.queue_timeout_s,
             )
@@ -341,8 +341,8 @@ class Engine:
             use_cache=False,
             mf_plan=StepPlan(self.pool, segments, device),
         )
-        # Logits stay on the device: plain greedy rows take their argmax there and only token
-        # ids cross to the host (rows that need more move alone, in draw_tokens).
+        # Logits stay on the device: every row is processed and drawn there and only token ids
+        # cross to the host (draw_tokens).
         logits: torch.Tensor = out.logits[0, : len(rows)].float()
         return logits
 

@@ -4,8 +4,9 @@ Each step the engine hands :func:`process_batch` the logits rows of every sequen
 and their :class:`Sampler` objects. Penalties, ``logit_bias`` and grammar masks are applied to
 the rows that need them as whole-tensor operations (one gather/stack per kind, no loop over the
 vocabulary), so the work per step does not grow with the number of penalised tokens and stays
-expressible on a GPU. Then each sequence draws from its own row with its own
-``torch.Generator``: a seeded request draws the same tokens whatever else shares its batch.
+expressible on a GPU. Then :func:`draw_batch` draws every row on the logits' device, each
+sequence with its own ``torch.Generator`` (on that device): a seeded request draws the same
+tokens whatever else shares its batch.
 """
 
 from __future__ import annotations
@@ -103,22 +104,56 @@ class Sampler:
             self.matcher.accept_token(token)
 
     def draw(self, logits: torch.Tensor) -> int:
-        """One token from an already processed 1-D row."""
-        p = self.params
-        if self._generator is None:
-            return int(torch.argmax(logits).item())
-        scores = logits.float() / p.temperature
-        if 0 < p.top_k < scores.shape[-1]:
-            kth = torch.topk(scores, p.top_k).values[-1]
-            scores = scores.masked_fill(scores < kth, float("-inf"))
-        if p.top_p < 1.0:
-            sorted_scores, order = torch.sort(scores, descending=True)
-            sorted_probs = torch.softmax(sorted_scores, dim=-1)
-            # Drop a token once the mass before it already reaches top_p (the top one stays).
-            drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= p.top_p
-            scores = scores.index_fill(0, order[drop], float("-inf"))
-        probs = torch.softmax(scores, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self._generator).item())
+        """One token from an already processed 1-D row (see :func:`draw_batch`)."""
+        return draw_batch(logits[None], [self])[0]
+
+
+def draw_batch(logits: torch.Tensor, samplers: Sequence[Sampler]) -> list[int]:
+    """One token per row of processed ``logits`` [B, V], drawn where the logits are.
+
+    Greedy rows take the argmax. Sampled rows are scaled by their temperature and truncated
+    (top-k, then top-p) as whole-tensor operations, then each draws with its own generator by
+    the exponential race: the argmax of ``p / E`` with ``E ~ Exp(1)`` is an exact draw from
+    ``p`` (vLLM samples this way on the GPU). Every operation is row-wise and each row's noise
+    comes from its sequence's generator, so a seeded sequence draws the same tokens whatever
+    shares its batch; the only host sync is the final ``tolist``.
+    """
+    tokens = logits.argmax(dim=-1)
+    sampled = [i for i, s in enumerate(samplers) if s._generator is not None]
+    if not sampled:
+        out: list[int] = tokens.tolist()
+        return out
+    dev, vocab = logits.device, logits.shape[-1]
+    params = [samplers[i].params for i in sampled]
+    idx = torch.tensor(sampled, device=dev)
+
+    def column(values: Sequence[float]) -> torch.Tensor:
+        return torch.tensor(values, device=dev).unsqueeze(-1)
+
+    scores = logits.index_select(0, idx).float() / column([p.temperature for p in params])
+    ks = [p.top_k if 0 < p.top_k < vocab else 0 for p in params]
+    if any(ks):
+        top = torch.topk(scores, max(ks), dim=-1).values
+        kth = top.gather(1, column([max(k, 1) - 1 for k in ks]))
+        kth = kth.masked_fill(column(ks) == 0, float("-inf"))
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if any(p.top_p < 1.0 for p in params):
+        ordered, order = torch.sort(scores, dim=-1, descending=True)
+        probs = torch.softmax(ordered, dim=-1)
+        # Drop a token once the mass before it already reaches top_p (the top one stays).
+        drop = probs.cumsum(dim=-1) - probs >= column([p.top_p for p in params])
+        drop &= column([p.top_p < 1.0 for p in params])
+        scores = scores.scatter(1, order, ordered.masked_fill(drop, float("-inf")))
+    probs = torch.softmax(scores, dim=-1)
+    race = torch.stack(
+        [
+            torch.empty(vocab, device=dev).exponential_(generator=samplers[i]._generator)
+            for i in sampled
+        ]
+    ).clamp_min_(torch.finfo(torch.float32).tiny)  # an exact 0 would turn 0 / 0 into NaN
+    tokens = tokens.index_copy(0, idx, (probs / race).argmax(dim=-1))
+    out = tokens.tolist()
+    return out
 
 
 def process_batch(logits: torch.Tensor, samplers: Sequence[Sampler]) -> torch.Tensor:

@@ -17,6 +17,7 @@ from modelfleet.decoding.sampling import (
     Sampler,
     SamplingParams,
     TokenLogprob,
+    draw_batch,
     logprobs_batch,
     process_batch,
 )
@@ -95,16 +96,16 @@ def draw_tokens(logits: torch.Tensor, seqs: list[SequenceState], eos: Collection
     """Each sequence's next token from its row of ``logits``, logprobs noted where asked.
 
     Plain greedy rows (see :attr:`Sampler.plain`) take one batched argmax, the only work a step
-    of such rows needs; the others are processed and drawn one row each.
+    of such rows needs; the others are processed and drawn together, on the logits' device.
     """
     tokens: list[int] = logits.argmax(dim=-1).tolist()
     special = [j for j, s in enumerate(seqs) if not s.sampler.plain]
     if not special:
         return tokens
-    rows = (logits if len(special) == len(seqs) else logits[special]).cpu()
-    processed = process_batch(rows, [seqs[j].sampler for j in special])
-    for i, j in enumerate(special):
-        tokens[j] = seqs[j].sampler.draw(processed[i])
+    rows = logits if len(special) == len(seqs) else logits[special]
+    samplers = [seqs[j].sampler for j in special]
+    for j, token in zip(special, draw_batch(process_batch(rows, samplers), samplers), strict=True):
+        tokens[j] = token
     want = [j for j in special if seqs[j].params.logprobs is not None]
     if want:
         ks = [seqs[j].params.logprobs or 0 for j in want]
