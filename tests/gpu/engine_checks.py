@@ -2,7 +2,8 @@
 
 ``engine_section(res, lm)`` runs the engine in-process on ``lm``'s device and records: logits
 staying on the device, bitwise batch invariance of greedy logits (alone / with 15 others /
-joining late), ``n`` = 3 choices equal to the choice alone, and the paged KV cache's accounting
+joining late), ``n`` = 3 choices equal to the choice alone, a seeded sampled request's text
+alone and in a mixed batch (sampling runs on the device), and the paged KV cache's accounting
 (no block or reservation left after the waves). Plain greedy rows no longer reach
 ``Sampler.draw``, so logits are recorded at ``Engine._sample`` (:func:`record_logits`), as
 tests/decoding/test_engine.py does. CUDA graphs for decode steps are not implemented yet; the
@@ -65,6 +66,15 @@ def engine_section(res: dict[str, Any], lm: Any) -> None:
             gens += [eng.submit(p, greedy) for p in late]
         return [c.text for c in await asyncio.gather(*(g.collect() for g in gens))]
 
+    async def seeded(others: list[list[int]]) -> str:
+        """A seeded sampled request's text, alone or beside greedy and unseeded sampled ones."""
+        mine = SamplingParams(max_tokens=16, temperature=0.9, top_p=0.95, seed=1234,
+                              ignore_eos=True)  # fmt: skip
+        hot = SamplingParams(max_tokens=16, temperature=1.3, top_k=20, ignore_eos=True)
+        gens = [eng.submit(target, mine)]
+        gens += [eng.submit(p, greedy if i % 2 else hot) for i, p in enumerate(others)]
+        return (await asyncio.gather(*(g.collect() for g in gens)))[0].text
+
     async def choices() -> list[str]:
         gens = eng.submit_n(target, [greedy] * 3)
         return [c.text for c in await asyncio.gather(*(g.collect() for g in gens))]
@@ -88,6 +98,10 @@ def engine_section(res: dict[str, Any], lm: Any) -> None:
         inv["joins_late"] = len(got) == len(base) and all(map(torch.equal, base, got))
         alone = asyncio.run(run([target]))[0]
         res["n3_choices_equal_alone"] = asyncio.run(choices()) == [alone] * 3
+        # Sampling runs on the logits' device; a seed still fixes the text in any batch.
+        res["seeded_sampling_same_in_a_batch"] = asyncio.run(seeded([])) == asyncio.run(
+            seeded(prompts[1:16])
+        )
         res["batch_invariance"] = inv
         res["batch_invariance_pass"] = all(inv.values())
         res["logits_device"] = sorted(devices)

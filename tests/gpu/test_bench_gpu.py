@@ -39,6 +39,7 @@ def test_cpu_dry_run_writes_identity_runs_engine_checks_and_skips(tmp_path: Path
     checks = data["engine_checks"]
     assert checks["batch_invariance_pass"] and checks["kv_accounting_pass"], checks
     assert checks["n3_choices_equal_alone"] and checks["logits_device"] == ["cpu"]
+    assert checks["seeded_sampling_same_in_a_batch"]
     # No prepared assets here: the sections that need them are skipped with a reason.
     if not __import__("importlib.util").util.find_spec("vllm"):
         assert "vllm" in data["skipped"]
