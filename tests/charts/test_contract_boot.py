@@ -1,7 +1,8 @@
-"""The prod and dev fleets start from the environment the chart renders for them.
+"""Every values file's fleet starts from the environment the chart renders for it.
 
-For each of values-prod.yaml, values-dev.yaml and values-prod.yaml with the embedding pool split
-into front-ends (`embedding.frontends: 2`): the rendered Redis container's own script and
+For each values file (values-prod.yaml, values-staging.yaml, values-dev.yaml, values-prod.yaml
+with the values-zh.yaml overlay, and values-prod.yaml with the embedding pool split into
+front-ends, `embedding.frontends: 2`): the rendered Redis container's own script and
 redis.conf start a real redis-server, then one model service (embedding) and the gateway start
 with their rendered environment (contract.processes: env, envFrom, valueFrom resolved against
 the rendered Secrets), and both must answer /ready; a request through the gateway must succeed
@@ -10,8 +11,9 @@ with the rendered API key and reach Redis with the rendered password.
 Remapped, and only these (this machine is not the cluster):
 - HOST/PORT: 127.0.0.1 and a free port for each process (Redis: `port` and `bind` in its conf);
 - paths that cannot exist here: /cache/* -> a temp dir; /tmp/auth and /etc/redis of the Redis
-  container -> temp dirs; a hub model id that would need a download (prod's bge-base) -> the
-  packaged MiniLM directory; DEVICE cuda -> cpu and DTYPE -> auto when no GPU is present;
+  container -> temp dirs; a hub model id that would need a download (prod's and staging's
+  bge-base, zh's Chinese model) -> the packaged MiniLM directory; DEVICE cuda -> cpu and DTYPE ->
+  auto when no GPU is present;
 - discovery: no API server here, so the gateway's kubernetes discovery becomes static, with the
   embedding pool at the started service's URL and the other pools empty; Redis' Service host
   becomes 127.0.0.1:<port>.
@@ -93,19 +95,21 @@ def tmp() -> Iterator[Path]:
 
 
 @pytest.mark.parametrize(
-    ("values_file", "overrides"),
+    ("values_files", "overrides"),
     [
-        ("values-prod.yaml", {}),
-        ("values-dev.yaml", {}),
+        (("values-prod.yaml",), {}),
+        (("values-staging.yaml",), {}),
+        (("values-dev.yaml",), {}),
+        (("values-prod.yaml", "values-zh.yaml"), {}),  # the overlay, as its header installs it
         # A GPU fleet's embedding pool split into front-ends and one model worker.
-        ("values-prod.yaml", {"embedding__frontends": 2}),
+        (("values-prod.yaml",), {"embedding__frontends": 2}),
     ],
-    ids=["prod", "dev", "prod-frontends"],
+    ids=["prod", "staging", "dev", "prod-zh", "prod-frontends"],
 )
 def test_the_rendered_fleet_starts_and_is_ready(
-    values_file: str, overrides: dict[str, Any], tmp: Path
+    values_files: tuple[str, ...], overrides: dict[str, Any], tmp: Path
 ) -> None:
-    out = render(values_file, **overrides)
+    out = render(*values_files, **overrides)
     procs = {p.name: p for p in processes(out)}
     started: list[Proc] = []
     try:
