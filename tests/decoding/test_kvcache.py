@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from modelfleet.decoding.sampling import SamplingParams
 from modelfleet.decoding.settings import DecoderSettings
 from modelfleet.errors import InvalidRequest
 from modelfleet.resolve import PACKAGED_LLM, packaged_llm_gguf, resolve
+from tests.support.procs import await_until
 
 GREEDY = SamplingParams(max_tokens=6, temperature=0.0)
 
@@ -59,9 +59,7 @@ def test_blocks_are_freed_after_finish_cancel_and_forks(lm: LoadedModel) -> None
         await anext(aiter(gen))
         assert eng.pool.used > 0
         gen.cancel()
-        end = time.monotonic() + 30
-        while eng.running and time.monotonic() < end:
-            await asyncio.sleep(0.02)
+        await await_until(lambda: not eng.running, timeout=30, what="the cancelled sequence to go")
 
     try:
         asyncio.run(main())
@@ -105,3 +103,11 @@ def test_a_request_that_can_never_fit_is_a_400(lm: LoadedModel) -> None:
         asyncio.run(main())
     finally:
         eng.stop()
+
+
+def test_a_cache_that_cannot_be_allocated_fails_start(lm: LoadedModel) -> None:
+    """The engine thread allocates the pool; its failure reaches start()'s caller."""
+    eng = Engine(lm, max_batch_size=4, kv_cache_blocks=10**12)  # petabytes
+    with pytest.raises(RuntimeError):
+        eng.start()
+    assert eng._thread is None

@@ -38,6 +38,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 
 import torch
 
@@ -145,7 +146,7 @@ class Engine:
                 raise InvalidRequest("max_tokens must be at least 1", param="max_tokens")
             self.check_lengths(len(prompt), p.max_tokens)
         spec = self.kv_spec
-        need = sum(-(-(len(prompt) + p.max_tokens) // spec.block_size) for p in params)
+        need = sum(spec.blocks_for(len(prompt) + p.max_tokens) for p in params)
         if need > spec.blocks:
             raise InvalidRequest(
                 f"the request needs {need} KV-cache blocks ({spec.block_size} tokens each "
@@ -203,16 +204,16 @@ class Engine:
         """Start the engine thread; returns once it has allocated the KV cache (or raises)."""
         if self._thread is None:
             self._stopping = False
-            ready: list[BaseException | None] = []
-            started = threading.Event()
+            ready: Future[None] = Future()
             self._thread = threading.Thread(
-                target=self._run, args=(ready, started), name="decoder", daemon=True
+                target=self._run, args=(ready,), name="decoder", daemon=True
             )
             self._thread.start()
-            started.wait()
-            if ready[0] is not None:
+            try:
+                ready.result()
+            except BaseException:
                 self._thread = None
-                raise ready[0]
+                raise
 
     def stop(self, timeout: float = 10.0) -> None:
         with self._lock:
@@ -228,7 +229,7 @@ class Engine:
         self._waiting.clear()
 
     # -- engine thread --------------------------------------------------------------------
-    def _run(self, ready: list[BaseException | None], started: threading.Event) -> None:
+    def _run(self, ready: Future[None]) -> None:
         # Every tensor op of the engine runs on this thread, the pool's first writes included:
         # an OpenMP parallel region on any other thread gives that thread its own team, and
         # with more OpenMP threads than cores libgomp stops spinning at barriers and sleeps in
@@ -236,11 +237,9 @@ class Engine:
         try:
             self.pool = self.kv_spec.allocate()
         except BaseException as exc:  # handed to start()'s caller
-            ready.append(exc)
-            started.set()
+            ready.set_exception(exc)
             return
-        ready.append(None)
-        started.set()
+        ready.set_result(None)
         if self.observer is not None:
             self.observer.kv_blocks(self.pool.used, self.pool.free)
         with torch.inference_mode():

@@ -172,6 +172,9 @@ class KVSpec:
             blocks = max(1, min(wanted, physical // 4 // block_bytes))
         return cls(layers, kv_heads, head_dim, blocks, block_size, dtype, str(lm.device))
 
+    def blocks_for(self, tokens: int) -> int:
+        return -(-tokens // self.block_size)
+
     def allocate(self) -> BlockPool:
         return BlockPool(
             self.layers, self.kv_heads, self.head_dim, self.blocks, self.block_size,
