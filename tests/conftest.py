@@ -4,6 +4,7 @@ shared by every test module that needs it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -74,3 +75,14 @@ def assert_openai_error(resp: httpx.Response, status: int) -> dict[str, object]:
     assert set(err) == {"message", "type", "code", "param"}, err
     assert isinstance(err["message"], str) and err["message"]
     return err  # type: ignore[no-any-return]
+
+
+def post_both(a: Proc, b: Proc, path: str, body: object) -> tuple[dict[str, Any], dict[str, Any]]:
+    """POST ``body`` to two processes serving the same model; both answer 200 with the same
+    usage and model. Returns both bodies for the caller to compare the rest."""
+    ra = httpx.post(a.url + path, json=body, timeout=30)
+    rb = httpx.post(b.url + path, json=body, timeout=30)
+    assert ra.status_code == rb.status_code == 200, (ra.text, rb.text)
+    ja, jb = ra.json(), rb.json()
+    assert ja["usage"] == jb["usage"] and ja["model"] == jb["model"]
+    return ja, jb

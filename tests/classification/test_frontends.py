@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import assert_openai_error
+from tests.conftest import assert_openai_error, post_both
 from tests.support.procs import Proc, service
 
 
@@ -32,11 +32,7 @@ BODIES = [
 def test_two_frontends_classify_as_one_process(
     classification_proc: Proc, split: Proc, body: object
 ) -> None:
-    a = httpx.post(classification_proc.url + "/v1/classify", json=body, timeout=30)
-    b = httpx.post(split.url + "/v1/classify", json=body, timeout=30)
-    assert a.status_code == b.status_code == 200, (a.text, b.text)
-    ja, jb = a.json(), b.json()
-    assert ja["usage"] == jb["usage"] and ja["model"] == jb["model"]
+    ja, jb = post_both(classification_proc, split, "/v1/classify", body)
     for x, y in zip(ja["data"], jb["data"], strict=True):
         assert [lbl["label"] for lbl in x["labels"]] == [lbl["label"] for lbl in y["labels"]]
         for p, q in zip(x["labels"], y["labels"], strict=True):

@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import assert_openai_error
+from tests.conftest import assert_openai_error, post_both
 from tests.support.procs import Proc, service, start_service, wait_until
 
 LONG = " ".join(f"word{i}" for i in range(300))  # truncated to the model's 256 tokens
@@ -69,11 +69,7 @@ BODIES = [
 
 @pytest.mark.parametrize("body", BODIES, ids=range(len(BODIES)))
 def test_two_frontends_answer_as_one_process(single: Proc, split: Proc, body: object) -> None:
-    a = httpx.post(single.url + "/v1/embeddings", json=body, timeout=30)
-    b = httpx.post(split.url + "/v1/embeddings", json=body, timeout=30)
-    assert a.status_code == b.status_code == 200, (a.text, b.text)
-    ja, jb = a.json(), b.json()
-    assert ja["usage"] == jb["usage"] and ja["model"] == jb["model"]
+    ja, jb = post_both(single, split, "/v1/embeddings", body)
     for x, y in zip(ja["data"], jb["data"], strict=True):
         assert x.get("truncated") == y.get("truncated")
         ex, ey = x["embedding"], y["embedding"]

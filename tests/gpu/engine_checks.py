@@ -21,6 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tests.support.procs import await_until
+
 TEXTS = ["Tell me about the sea.", "Hi", "Name three colours.", "Write a haiku about rain."]
 
 
@@ -61,8 +63,8 @@ def engine_section(res: dict[str, Any], lm: Any) -> None:
 
     async def run(batch: list[list[int]], late: list[list[int]] | None = None) -> list[str]:
         gens = [eng.submit(p, greedy) for p in batch]
-        if late:
-            await asyncio.sleep(0.05)
+        if late:  # joins once the others are all in the batch
+            await await_until(lambda: eng.running >= len(batch), 30, what="the others to run")
             gens += [eng.submit(p, greedy) for p in late]
         return [c.text for c in await asyncio.gather(*(g.collect() for g in gens))]
 

@@ -21,6 +21,7 @@ from typing import Any
 from tests.gpu.gpuinfo import GpuSampler
 from tests.gpu.harness import LLM_SHAPE, Ctx, log
 from tests.perf.common import PROMPTS
+from tests.support.procs import await_until
 
 CACHE = Path("/tmp/mf-cache")
 
@@ -117,9 +118,7 @@ def section_invariance(res: dict[str, Any], ctx: Ctx) -> None:
         async def joins_late() -> None:
             others = [sub(p, 200 + i) for i, p in enumerate([long, *prompts[:6]])]
             # The target joins once the others are all in the batch.
-            end = time.monotonic() + 30
-            while eng.running < len(others) and time.monotonic() < end:
-                await asyncio.sleep(0.005)
+            await await_until(lambda: eng.running >= len(others), 30, what="the others to run")
             await asyncio.gather(sub(target, 0).collect(), *(g.collect() for g in others))
 
         base_rows: list[torch.Tensor] = []

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from services.localfleet import redis_argv
-from tests.support.procs import LOG_DIR, Proc, free_port, start_service, wait_port
+from tests.support.procs import LOG_DIR, Proc, free_port, start_service, wait_port, wait_until
 
 MODEL_SERVICES = ("llm", "embedding", "classification", "generation")
 NAMESPACE = "modelfleet-test"
@@ -186,13 +185,15 @@ def http_get(url: str, **params: Any) -> httpx.Response:
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    """:func:`wait_until` for a check that may fail on the way (Prometheus not answering yet,
+    a series not there yet): such a failure counts as not yet."""
+
+    def quiet() -> bool:
         with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
-            if check():
-                return
-        time.sleep(0.25)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+            return check()
+        return False
+
+    wait_until(quiet, timeout, 0.25, what)
 
 
 def prom_query(prometheus: str, promql: str) -> dict[str, Any]:
